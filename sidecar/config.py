@@ -1,0 +1,26 @@
+"""Settings of one daemon run, from options and environment; no parsing of argv here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("MICROAGENTS_DB") or Path.home() / ".microagents" / "sessions.db")
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    db_path: Path = msgspec.field(default_factory=default_db_path)
+    durability: str = "normal"  # "normal" (WAL, synchronous=NORMAL) or "full"
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    busy_timeout_ms: int = 5000
+    # Backpressure bounds: past them the daemon stops reading stdin until they drain.
+    max_pending_events: int = 20_000
+    max_pending_bytes: int = 64 * 1024 * 1024
+    max_output_bytes: int = 16 * 1024 * 1024
+    shutdown_grace_s: float = 10.0

@@ -1,0 +1,246 @@
+"""One line in, at most one response out: the only place exceptions become error responses.
+
+Events are validated and queued for group commit; storage requests run in arrival order,
+so each sees every message before it. Whatever cannot be answered (a failing
+notification, a line that is not a message) is kept in the quarantine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import msgspec
+
+from sidecar import protocol
+from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event, timestamp_ns
+from sidecar.framing import Oversize
+from sidecar.handlers import Handlers, Method, RawJSON
+from sidecar.ingest import Ingest
+from sidecar.protocol import (
+    Envelope,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    MessageTooLarge,
+    MethodNotFound,
+    ParseError,
+    RpcError,
+    StorageUnavailable,
+)
+from sidecar.store.base import Event, Rejected, StoreFailure
+
+log = logging.getLogger("sidecar")
+
+# A reply is nothing, a response line now, or one that comes once its event is committed.
+Reply = bytes | Awaitable[bytes | None] | None
+
+_REJECT_LOG_EVERY_S = 10.0
+_REJECT_LOG_BURST = 10
+
+
+class Dispatcher:
+    def __init__(self, handlers: Handlers, ingest: Ingest) -> None:
+        self.handlers = handlers
+        self.ingest = ingest
+        self.stats = handlers.stats
+        self._methods = handlers.methods
+        self._log_window_start = 0.0
+        self._logged_in_window = 0
+        self._suppressed = 0
+
+    async def handle_line(self, line: bytes | Oversize) -> Reply:
+        if isinstance(line, Oversize):
+            self.stats.received += 1
+            error = MessageTooLarge(f"line of {line.size} bytes is over the limit", size=line.size)
+            self._quarantine(line.head, error)
+            return self._error(None, error)
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line.strip():
+            return None
+        try:
+            line.decode()
+        except UnicodeDecodeError as exc:
+            return self._unreadable(line, ParseError(f"not valid UTF-8: {exc.reason}"))
+        if line.lstrip()[:1] == b"[":
+            return await self._batch(line)
+        self.stats.received += 1
+        try:
+            envelope = protocol.envelope_decoder.decode(line)
+        except msgspec.ValidationError:
+            return self._unreadable(line, InvalidRequest("not a JSON-RPC message object"))
+        except (msgspec.DecodeError, RecursionError) as exc:
+            return self._unreadable(line, ParseError(str(exc)))
+        return await self._message(envelope, line)
+
+    async def _batch(self, line: bytes) -> Reply:
+        try:
+            elements = protocol.batch_decoder.decode(line)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            self.stats.received += 1
+            return self._unreadable(line, ParseError(str(exc)))
+        if not elements:
+            self.stats.received += 1
+            return self._unreadable(line, InvalidRequest("empty batch"))
+        replies: list[Reply] = []
+        for element in elements:
+            self.stats.received += 1
+            raw = bytes(element)
+            try:
+                envelope = protocol.envelope_decoder.decode(raw)
+            except msgspec.ValidationError:
+                replies.append(
+                    self._unreadable(raw, InvalidRequest("not a JSON-RPC message object"))
+                )
+                continue
+            replies.append(await self._message(envelope, raw))
+        if all(reply is None or isinstance(reply, bytes) for reply in replies):
+            return _join_batch([reply for reply in replies if isinstance(reply, bytes)])
+        return _gather_batch(replies)
+
+    async def _message(self, envelope: Envelope, raw: bytes) -> Reply:
+        request_id = envelope.id
+        is_request = request_id is not msgspec.UNSET
+        method = envelope.method
+        if method is msgspec.UNSET and (envelope.result or envelope.error):
+            log.debug("ignored a response object on stdin: %.200r", raw)
+            return None
+        if is_request and not protocol.is_valid_id(request_id):
+            return self._unreadable(raw, InvalidRequest("id must be a string, number or null"))
+        if envelope.jsonrpc != "2.0":
+            error = InvalidRequest('"jsonrpc" must be "2.0"')
+            return self._unreadable(raw, error, request_id if is_request else None)
+        if not isinstance(method, str):
+            error = InvalidRequest('"method" must be a string')
+            return self._unreadable(raw, error, request_id if is_request else None)
+        try:
+            if method in EVENT_METHODS:
+                return self._event(method, envelope.params, request_id, is_request)
+            handler = self._methods.get(method)
+            if handler is None:
+                raise MethodNotFound(f"unknown method {method!r}", method=method)
+            result = await self._call(handler, envelope.params)
+        except RpcError as error:
+            return self._failed(raw, error, request_id, is_request)
+        except StoreFailure as exc:
+            return self._failed(raw, StorageUnavailable(str(exc)), request_id, is_request)
+        except Exception:
+            log.exception("internal error handling %s", method)
+            error = InternalError("see the daemon's stderr")
+            return self._failed(raw, error, request_id, is_request)
+        if not is_request:
+            return None
+        if isinstance(result, RawJSON):
+            return protocol.raw_result_response(request_id, result)
+        return protocol.result_response(request_id, result)
+
+    def _event(self, method: str, params: msgspec.Raw, request_id: Any, is_request: bool) -> Reply:
+        if not params:
+            raise InvalidParams("params are required", field="params")
+        params_bytes = bytes(params)
+        try:
+            event = decode_event(method, params_bytes)
+            instant = timestamp_ns(event)
+        except InvalidEvent as exc:
+            raise InvalidParams(exc.reason, field=exc.field) from None
+        payload = (
+            '{"jsonrpc":"2.0","method":"' + method + '","params":' + params_bytes.decode() + "}"
+        )
+        stored = Event(event.session_id, method, instant, payload)
+        ack = self.ingest.add(stored, acknowledged=is_request)
+        if ack is None:
+            return None
+        return self._acknowledge(ack, request_id, event.session_id)
+
+    async def _acknowledge(
+        self, ack: asyncio.Future[int], request_id: Any, session_id: str
+    ) -> bytes:
+        try:
+            seq = await ack
+        except StoreFailure as exc:
+            error = StorageUnavailable(
+                str(exc), retained=True, note="the event is kept in memory and retried"
+            )
+            return self._error(request_id, error)
+        return protocol.result_response(request_id, {"session_id": session_id, "seq": seq})
+
+    async def _call(self, method: Method, params: msgspec.Raw) -> Any:
+        raw = bytes(params) if params else b"{}"
+        try:
+            if method.positional and raw.lstrip()[:1] == b"[":
+                values = msgspec.json.decode(raw, type=list[Any])
+                if len(values) != 1:
+                    raise InvalidParams("expected an object or a one-element array", field="params")
+                raw = msgspec.json.encode({method.positional: values[0]})
+            decoded = msgspec.json.decode(raw, type=method.params)
+        except msgspec.ValidationError as exc:
+            raise InvalidParams(str(exc), field=_field_of(exc)) from None
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise InvalidParams(str(exc), field="params") from None
+        return await method.run(decoded)
+
+    def _failed(self, raw: bytes, error: RpcError, request_id: Any, is_request: bool) -> Reply:
+        if is_request:
+            return self._error(request_id, error)
+        self._quarantine(raw, error)
+        return None
+
+    def _unreadable(self, raw: bytes, error: RpcError, request_id: Any = None) -> bytes:
+        """A line that is not a valid message: answered (id null unless known) and kept."""
+        self._quarantine(raw, error)
+        return self._error(request_id, error)
+
+    def _error(self, request_id: Any, error: RpcError) -> bytes:
+        self.stats.errors += 1
+        return protocol.error_response(request_id, error)
+
+    def _quarantine(self, raw: bytes, error: RpcError) -> None:
+        reason = f"{error.code} {error.message}: {error}"
+        if error.data.get("field"):
+            reason += f" (field {error.data['field']})"
+        self.ingest.reject(Rejected(raw, reason, int(time.time() * 1000)))
+        self.stats.rejected += 1
+        self._log_rejection(reason)
+
+    def _log_rejection(self, reason: str) -> None:
+        """At most a burst of lines per window on stderr, then one count of the rest."""
+        now = time.monotonic()
+        if now - self._log_window_start >= _REJECT_LOG_EVERY_S:
+            if self._suppressed:
+                log.warning("%d more rejected lines were not logged", self._suppressed)
+            self._log_window_start, self._logged_in_window, self._suppressed = now, 0, 0
+        if self._logged_in_window < _REJECT_LOG_BURST:
+            self._logged_in_window += 1
+            log.warning("rejected input kept in quarantine: %s", reason)
+        else:
+            self._suppressed += 1
+
+
+def _field_of(error: msgspec.ValidationError) -> str:
+    text = str(error)
+    marker = " - at `$."
+    if marker in text:
+        return text.split(marker, 1)[1].rstrip("`")
+    if "field `" in text:
+        return text.split("field `", 1)[1].split("`", 1)[0]
+    return "params"
+
+
+def _join_batch(responses: list[bytes]) -> bytes | None:
+    return b"[" + b",".join(responses) + b"]" if responses else None
+
+
+async def _gather_batch(replies: list[Reply]) -> bytes | None:
+    responses = []
+    for reply in replies:
+        if isinstance(reply, bytes):
+            responses.append(reply)
+        elif reply is not None:
+            response = await reply
+            if response is not None:
+                responses.append(response)
+    return _join_batch(responses)

@@ -1,0 +1,243 @@
+"""The eleven microagents event methods as msgspec Structs, across protocol 0.1 to 0.4.
+
+Validation only: the stored event keeps the bytes of `params` as received, so these
+Structs ignore (and never drop) unknown keys. Each field is checked on its own, which
+accepts any mix of generations, as the contract asks. No I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from sidecar.timestamps import TimestampError, parse_ns
+
+NonEmpty = Annotated[str, Meta(min_length=1)]
+Count = Annotated[int, Meta(ge=0)]
+
+
+class Base(Struct):
+    session_id: NonEmpty
+    timestamp: str
+
+
+class TurnBase(Base):
+    turn_id: str
+
+
+class FunctionCall(Struct):
+    name: str
+    arguments: str
+
+
+class ToolCall(Struct):
+    """0.1-0.3A `tool_calls` element; the key really is `call_type`."""
+
+    id: str
+    call_type: str
+    function: FunctionCall
+
+
+class Part(Struct):
+    """0.3B+ untagged AssistantMessagePart: text, thinking, or a tool call."""
+
+    text: str | UnsetType = UNSET
+    thinking: str | UnsetType = UNSET
+    signature: str | None = None
+    id: str | UnsetType = UNSET
+    name: str | UnsetType = UNSET
+    arguments: str | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        is_text = self.text is not UNSET
+        is_thinking = self.thinking is not UNSET
+        is_call = self.id is not UNSET and self.name is not UNSET and self.arguments is not UNSET
+        if not (is_text or is_thinking or is_call):
+            raise ValueError("a part needs `text`, `thinking`, or `id`, `name` and `arguments`")
+
+
+class Usage(Struct):
+    """Either the 0.1-0.3A character counts or the 0.3B+ token counts, all integers."""
+
+    latency: int
+    input_chars: Count | UnsetType = UNSET
+    estimated_input_tokens: Count | UnsetType = UNSET
+    output_chars: Count | UnsetType = UNSET
+    estimated_output_tokens: Count | UnsetType = UNSET
+    input_tokens: Count | UnsetType = UNSET
+    output_tokens: Count | UnsetType = UNSET
+    cache_write_tokens: Count | UnsetType = UNSET
+    cache_read_tokens: Count | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        chars = (
+            self.input_chars,
+            self.estimated_input_tokens,
+            self.output_chars,
+            self.estimated_output_tokens,
+        )
+        tokens = (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_write_tokens,
+            self.cache_read_tokens,
+        )
+        if UNSET in chars and UNSET in tokens:
+            raise ValueError(
+                "usage needs input_chars, estimated_input_tokens, output_chars and "
+                "estimated_output_tokens, or input_tokens, output_tokens, "
+                "cache_write_tokens and cache_read_tokens"
+            )
+
+
+class ToolResult(Struct):
+    """Externally tagged: exactly one of `Ok` or `Err`."""
+
+    Ok: str | UnsetType = UNSET
+    Err: str | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if (self.Ok is UNSET) == (self.Err is UNSET):
+            raise ValueError('a tool result is {"Ok": str} or {"Err": str}')
+
+
+class SessionInit(Base):
+    model: str
+    provider: str
+    system: str
+    init_type: Literal["Start", "Resume"]
+
+
+class SessionStop(Base):
+    success: bool
+    usage: Usage
+    result: str | list[Part] | None = None
+    error: str | None = None
+    incomplete_tasks: list[str] | None = None
+
+
+class SessionFork(Base):
+    parent_session_id: str
+
+
+class UserPromptSubmit(TurnBase):
+    prompt: str
+
+
+class StreamDelta(TurnBase):
+    delta: str
+    delta_type: Literal["Text", "Thinking"]
+
+
+class ToolCallEvent(TurnBase):
+    name: str
+    input: Any = None
+    tool_call_id: str | UnsetType = UNSET
+
+
+class ToolResultEvent(TurnBase):
+    result: ToolResult
+    tool_call_id: str
+
+
+class SkillLoad(TurnBase):
+    skill_name: str
+
+
+class AssistantResponse(TurnBase):
+    full_text: str | UnsetType = UNSET
+    tool_calls: list[ToolCall] | None = None
+    content: list[Part] | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if self.full_text is UNSET and self.content is UNSET:
+            raise ValueError("an assistant response needs `full_text` (0.1-0.3A) or `content`")
+
+
+class AssistantTask(TurnBase):
+    task_name: str
+    task_status: Literal["Queued", "InProgress", "Done"]
+
+
+EVENT_TYPES: dict[str, type[Base]] = {
+    "session.init": SessionInit,
+    "session.stop": SessionStop,
+    "session.fork": SessionFork,
+    "user.prompt.submit": UserPromptSubmit,
+    "stream.delta": StreamDelta,
+    "tool.call": ToolCallEvent,
+    "tool.any_call": ToolCallEvent,
+    "tool.result": ToolResultEvent,
+    "skill.load": SkillLoad,
+    "assistant.response": AssistantResponse,
+    "assistant.task": AssistantTask,
+}
+EVENT_METHODS = frozenset(EVENT_TYPES)
+PROTOCOL_VERSIONS = ("0.1", "0.2", "0.3A", "0.3B", "0.4")
+
+_decoders = {method: msgspec.json.Decoder(kind) for method, kind in EVENT_TYPES.items()}
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+_MISSING = re.compile(r"missing required field `(.+)`")
+
+
+class InvalidEvent(ValueError):
+    """The params do not match any generation's shape; `field` names where, `reason` why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+
+def _describe(error: msgspec.ValidationError) -> InvalidEvent:
+    text = str(error)
+    path_match = _PATH.search(text)
+    path = path_match.group(1) if path_match else ""
+    reason = text[: path_match.start()] if path_match else text
+    missing = _MISSING.search(reason)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+    return InvalidEvent(path or "params", reason)
+
+
+def decode_event(method: str, params: bytes) -> Base:
+    """Validate `params` of an event method; InvalidEvent names the field on failure."""
+    try:
+        event = _decoders[method].decode(params)
+    except msgspec.ValidationError as exc:
+        raise _describe(exc) from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidEvent("params", str(exc)) from None
+    return event
+
+
+def timestamp_ns(event: Base) -> int:
+    try:
+        return parse_ns(event.timestamp)
+    except TimestampError as exc:
+        raise InvalidEvent("timestamp", str(exc)) from None
+
+
+class _StoredParams(Struct):
+    timestamp: str
+
+
+class _Stored(Struct):
+    method: str
+    params: _StoredParams
+
+
+_stored_decoder = msgspec.json.Decoder(_Stored)
+
+
+def stored_keys(payload: str | bytes) -> tuple[str, int] | None:
+    """Method and instant of a stored notification (rows another writer inserted); None if
+    the payload is not a readable notification."""
+    try:
+        stored = _stored_decoder.decode(payload)
+        return stored.method, parse_ns(stored.params.timestamp)
+    except (msgspec.DecodeError, RecursionError, TimestampError):
+        return None

@@ -1,0 +1,185 @@
+"""Group commit: events accumulate while one commit is in flight, then go in the next.
+
+The batch size adapts to load: an idle store commits a lone event at once, a busy one
+takes everything that arrived during the previous commit in one transaction. When the
+store fails, the batch is kept (bounded) and retried with backoff; nothing is dropped.
+Knows the store interface only, not which backend or the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from sidecar.store.base import Event, Rejected, Store, StoreFailure
+
+log = logging.getLogger("sidecar")
+
+RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class Ingest:
+    def __init__(self, store: Store, *, max_pending_events: int, max_pending_bytes: int) -> None:
+        self.store = store
+        self._max_events = max_pending_events
+        self._max_bytes = max_pending_bytes
+        self._events: list[Event] = []
+        self._acks: list[asyncio.Future[int] | None] = []  # parallel to _events
+        self._rejected: list[Rejected] = []
+        self._bytes = 0  # payload bytes received and not yet committed
+        self._in_flight = 0  # events of the batch being committed
+        self._writing = False  # a batch (events or rejected lines) is being committed
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._settled: list[asyncio.Future[None]] = []  # woken after every commit attempt
+        self._task: asyncio.Task[None] | None = None
+        self.failure: StoreFailure | None = None
+        self.last_seq = 0
+        self.persisted = 0
+        self.commits = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Events received and not yet committed."""
+        return len(self._events) + self._in_flight
+
+    @property
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="committer")
+
+    def add(self, event: Event, acknowledged: bool = False) -> asyncio.Future[int] | None:
+        """Queue an event; with `acknowledged`, a future of its seq, resolved after commit."""
+        ack = asyncio.get_running_loop().create_future() if acknowledged else None
+        self._events.append(event)
+        self._acks.append(ack)
+        self._grew(len(event.payload))
+        return ack
+
+    def reject(self, rejected: Rejected) -> None:
+        self._rejected.append(rejected)
+        self._grew(len(rejected.line))
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    async def drain(self) -> int:
+        """Wait until everything queued so far is committed; the highest seq committed.
+
+        Raises StoreFailure at once while the store is failing, so a request is answered
+        -32001 instead of waiting; the events stay queued and are retried.
+        """
+        while self._events or self._rejected or self._writing:
+            if self.failure is not None:
+                raise self.failure
+            settled = asyncio.get_running_loop().create_future()
+            self._settled.append(settled)
+            self._wakeup.set()
+            await settled
+        return self.last_seq
+
+    async def close(self, grace_s: float) -> list[Event]:
+        """Commit what is queued, retrying for up to `grace_s`; return what could not be."""
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while self._events or self._rejected or self._writing:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            settled = asyncio.get_running_loop().create_future()
+            self._settled.append(settled)
+            self._wakeup.set()
+            try:
+                await asyncio.wait_for(settled, remaining)
+            except TimeoutError:
+                break
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        return list(self._events)
+
+    def _grew(self, size: int) -> None:
+        self._bytes += size
+        if self.queue_depth >= self._max_events or self._bytes >= self._max_bytes:
+            self._room.clear()
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._events or self._rejected:
+                events, acks, rejected = self._events, self._acks, self._rejected
+                self._events, self._acks, self._rejected = [], [], []
+                self._in_flight, self._writing = len(events), True
+                try:
+                    seqs = await self.store.write(events, rejected)
+                except Exception as exc:
+                    if not isinstance(exc, StoreFailure):  # a backend bug: keep data, retry
+                        log.exception("store write failed unexpectedly")
+                        exc = StoreFailure(f"internal error: {exc}")
+                    self._requeue(events, acks, rejected, exc, failures)
+                    failures += 1
+                    await asyncio.sleep(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1])
+                    continue
+                finally:
+                    self._in_flight, self._writing = 0, False
+                if self.failure is not None:
+                    log.warning("store recovered; %d queued events committed", len(events))
+                    self.failure = None
+                failures = 0
+                self._committed(events, acks, rejected, seqs)
+            self._notify_settled()
+
+    def _committed(
+        self,
+        events: list[Event],
+        acks: list[asyncio.Future[int] | None],
+        rejected: list[Rejected],
+        seqs: Sequence[int],
+    ) -> None:
+        self.commits += 1
+        self.persisted += len(events)
+        if seqs:
+            self.last_seq = max(self.last_seq, seqs[-1])
+        for ack, seq in zip(acks, seqs, strict=True):
+            if ack is not None and not ack.done():
+                ack.set_result(seq)
+        self._bytes -= sum(len(e.payload) for e in events) + sum(len(r.line) for r in rejected)
+        if self.queue_depth < self._max_events and self._bytes < self._max_bytes:
+            self._room.set()
+        self._notify_settled()
+
+    def _requeue(
+        self,
+        events: list[Event],
+        acks: list[asyncio.Future[int] | None],
+        rejected: list[Rejected],
+        failure: StoreFailure,
+        earlier_failures: int,
+    ) -> None:
+        """Keep a failed batch at the head of the queue, in order, and tell who waits."""
+        if earlier_failures == 0:
+            log.error(
+                "store unavailable: %s; %d events kept in memory, retrying",
+                failure,
+                len(events) + len(self._events),
+            )
+        for ack in acks:  # answered -32001 now; the event itself stays queued
+            if ack is not None and not ack.done():
+                ack.set_exception(failure)
+        self._events = events + self._events
+        self._acks = [None] * len(events) + self._acks
+        self._rejected = rejected + self._rejected
+        self.failure = failure
+        self._notify_settled()
+
+    def _notify_settled(self) -> None:
+        settled, self._settled = self._settled, []
+        for waiter in settled:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -1,0 +1,155 @@
+"""Lifecycle of the daemon: open the store, read lines until the end, shut down in order.
+
+End of stdin, SIGTERM, SIGINT and `storage.shutdown` all end the same way: stop reading,
+commit everything received, answer what is owed, close the store, exit 0 — or exit 1
+naming the events the store could not take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable
+from typing import Protocol, cast
+
+from sidecar.config import Settings
+from sidecar.dispatch import Dispatcher, Reply
+from sidecar.framing import LineSplitter
+from sidecar.handlers import Handlers, Stats
+from sidecar.ingest import Ingest
+from sidecar.stdio import StdinReader, StdoutWriter
+from sidecar.store import Store, StoreFailure, open_store
+
+log = logging.getLogger("sidecar")
+
+EXIT_OK = 0
+EXIT_UNSTORED = 1
+EXIT_STORE_FAILED = 3
+OUTPUT_DRAIN_TIMEOUT_S = 5.0
+
+
+class _Bounded(Protocol):
+    @property
+    def has_room(self) -> bool: ...
+
+    async def wait_for_room(self) -> None: ...
+
+
+class Server:
+    def __init__(self, settings: Settings, store: Store, stdin_fd: int, stdout_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.settings = settings
+        self.store = store
+        self.ingest = Ingest(
+            store,
+            max_pending_events=settings.max_pending_events,
+            max_pending_bytes=settings.max_pending_bytes,
+        )
+        self.handlers = Handlers(self.ingest, Stats(), self.request_shutdown)
+        self.dispatcher = Dispatcher(self.handlers, self.ingest)
+        self.reader = StdinReader(stdin_fd, loop)
+        self.writer = StdoutWriter(stdout_fd, loop, settings.max_output_bytes)
+        self._stopping = False  # storage.shutdown: stop after the current message
+        self._interrupted = asyncio.Event()  # a signal: finish what was read, then stop
+        self._replies: set[asyncio.Task[None]] = set()
+
+    def request_shutdown(self) -> None:
+        """storage.shutdown: stop reading after the current message."""
+        self._stopping = True
+
+    def _on_signal(self) -> None:
+        """SIGTERM, SIGINT: handle what was already read, then stop as at end of input."""
+        self._interrupted.set()
+        self.reader.interrupt()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal)
+        self.ingest.start()
+        self.writer.start()
+        self.reader.start()
+        try:
+            await self._read_loop()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        return await self._shutdown()
+
+    async def _read_loop(self) -> None:
+        splitter = LineSplitter(self.settings.max_line_bytes)
+        while True:
+            chunk = await self.reader.read()
+            lines = splitter.feed(chunk) if chunk else splitter.finish()
+            for line in lines:
+                self._deliver(await self.dispatcher.handle_line(line))
+                if self._stopping:
+                    return
+            if not chunk or not await self._wait_for_room():
+                return
+            await asyncio.sleep(0)  # let the committer start its transaction
+
+    async def _wait_for_room(self) -> bool:
+        """Backpressure: read on only once the store and stdout have room.
+
+        False if a signal came while waiting: the blocked side will not drain soon.
+        """
+        sides: tuple[_Bounded, ...] = (self.ingest, self.writer)
+        for side in sides:
+            if side.has_room:
+                continue
+            room = asyncio.ensure_future(side.wait_for_room())
+            interrupted = asyncio.ensure_future(self._interrupted.wait())
+            await asyncio.wait({room, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            room.cancel()
+            interrupted.cancel()
+            if self._interrupted.is_set():
+                return False
+        return True
+
+    def _deliver(self, reply: Reply) -> None:
+        if reply is None:
+            return
+        if isinstance(reply, bytes):
+            self.writer.write_line(reply)
+            return
+        task = asyncio.ensure_future(self._deliver_later(cast(Awaitable[bytes | None], reply)))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+
+    async def _deliver_later(self, reply: Awaitable[bytes | None]) -> None:
+        line = await reply
+        if line is not None:
+            self.writer.write_line(line)
+
+    async def _shutdown(self) -> int:
+        unstored = await self.ingest.close(self.settings.shutdown_grace_s)
+        if self._replies:  # answers to acknowledged events, settled by the last commit
+            await asyncio.wait(self._replies, timeout=1.0)
+        if not await self.writer.drain(OUTPUT_DRAIN_TIMEOUT_S):
+            log.warning("stdout is not being read; unsent responses were dropped")
+        self.writer.close()
+        await self.store.close()
+        if unstored:
+            sessions = sorted({event.session_id for event in unstored})
+            log.error(
+                "exiting with %d events not stored (%s) in %d sessions: %s",
+                len(unstored),
+                self.ingest.failure or "store unavailable",
+                len(sessions),
+                ", ".join(sessions[:20]) + (" ..." if len(sessions) > 20 else ""),
+            )
+            return EXIT_UNSTORED
+        return EXIT_OK
+
+
+async def serve(settings: Settings, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
+    store = open_store(settings)
+    try:
+        await store.open()
+    except StoreFailure as exc:
+        log.error("%s", exc)
+        return EXIT_STORE_FAILED
+    server = Server(settings, store, stdin_fd, stdout_fd)
+    return await server.run()

@@ -1,0 +1,146 @@
+"""Byte I/O on stdin and stdout through one thread each, bounded both ways.
+
+Threads with blocking reads and writes work for every kind of descriptor (pipe, regular
+file, FIFO, socket, terminal) and never set O_NONBLOCK, which would break a `tee` or a
+shell sharing the same pipe or terminal. Knows nothing of lines or JSON-RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+
+log = logging.getLogger("sidecar")
+
+READ_CHUNK = 256 * 1024
+
+
+class StdinReader:
+    """Reads ahead at most `ahead` chunks: when the consumer stops, so does the pipe."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, ahead: int = 2) -> None:
+        self._fd = fd
+        self._loop = loop
+        self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self._credits = threading.Semaphore(ahead)
+        self._thread = threading.Thread(target=self._run, name="stdin", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def interrupt(self) -> None:
+        """End the input early: chunks already read come first, then b""."""
+        self._chunks.put_nowait(b"")
+
+    async def read(self) -> bytes:
+        """The next chunk; b"" at end of input."""
+        chunk = await self._chunks.get()
+        self._credits.release()
+        return chunk
+
+    def _run(self) -> None:
+        while True:
+            self._credits.acquire()
+            try:
+                chunk = os.read(self._fd, READ_CHUNK)
+            except OSError as exc:
+                log.warning("stdin read failed (%s); treating it as end of input", exc)
+                chunk = b""
+            try:
+                self._loop.call_soon_threadsafe(self._chunks.put_nowait, chunk)
+            except RuntimeError:  # the loop is closed: the daemon is exiting
+                return
+            if not chunk:
+                return
+
+
+class StdoutWriter:
+    """The only writer of stdout. Queues lines; `has_room` turns false past the bound."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, max_pending_bytes: int) -> None:
+        self._fd = fd
+        self._loop = loop
+        self._max_pending = max_pending_bytes
+        self._pending = 0  # bytes queued and not yet written; touched on the loop only
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._broken = False
+        self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def write_line(self, line: bytes) -> None:
+        size = len(line) + 1
+        self._pending += size
+        self._idle.clear()
+        if self._pending > self._max_pending:
+            self._room.clear()
+        self._lines.put(line + b"\n")
+
+    @property
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything queued is written; False if stdout did not drain in time."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._lines.put(None)
+
+    def _written(self, size: int) -> None:
+        self._pending -= size
+        if self._pending <= self._max_pending:
+            self._room.set()
+        if self._pending == 0:
+            self._idle.set()
+
+    def _run(self) -> None:
+        while True:
+            first = self._lines.get()
+            if first is None:
+                return
+            batch = [first]
+            size = len(first)
+            while size < READ_CHUNK:  # coalesce queued lines into one write
+                try:
+                    more = self._lines.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._lines.put(None)
+                    break
+                batch.append(more)
+                size += len(more)
+            self._write_all(b"".join(batch))
+            try:
+                self._loop.call_soon_threadsafe(self._written, size)
+            except RuntimeError:
+                return
+
+    def _write_all(self, data: bytes) -> None:
+        if self._broken:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self._broken = True
+            log.warning(
+                "stdout is closed (%s); responses are dropped, events are still stored", exc
+            )

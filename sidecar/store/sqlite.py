@@ -1,0 +1,239 @@
+"""SQLite backend through aiosqlite, compatible both ways with microagents-storage 0.1.0.
+
+The Rust crate's table is kept as is (user_version 1); version 2 adds the ordering key
+and method as columns, one index that serves both crates' queries, and the quarantine.
+Rows the Rust crate inserts later (naming only its three columns) get their keys filled
+in before a read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from sidecar.events import stored_keys
+from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailure
+from sidecar.timestamps import MIN_NS
+
+log = logging.getLogger("sidecar")
+
+SCHEMA_VERSION = 2
+
+# Each step takes the database from version i to i + 1, in one transaction with the bump.
+_RUST_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id  TEXT    NOT NULL,
+    payload     TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_events_session_id ON events(session_id);
+"""
+# The composite index serves the Rust query (WHERE session_id = ? ORDER BY id) as well,
+# so the Rust crate's single-column index is dropped: one index to maintain per insert.
+_ORDERING_SCHEMA = """
+ALTER TABLE events ADD COLUMN timestamp_ns INTEGER;
+ALTER TABLE events ADD COLUMN method TEXT;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    line        BLOB    NOT NULL,
+    reason      TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_events_session_order ON events(session_id, timestamp_ns, id);
+DROP INDEX IF EXISTS idx_events_session_id;
+"""
+MIGRATIONS = (_RUST_SCHEMA, _ORDERING_SCHEMA)
+
+_INSERT_EVENT = (
+    "INSERT INTO events (session_id, payload, created_at, timestamp_ns, method)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_REJECTED = "INSERT INTO quarantine (received_at, line, reason) VALUES (?, ?, ?)"
+_UNKEYED = "SELECT id, payload FROM events WHERE session_id = ? AND timestamp_ns IS NULL"
+_SET_KEYS = "UPDATE events SET timestamp_ns = ?, method = ? WHERE id = ?"
+
+
+def create_private_file(path: Path) -> None:
+    """Create missing directories 0700 and the file 0600: transcripts hold secrets."""
+    missing = [parent for parent in reversed(path.parents) if not parent.exists()]
+    for directory in missing:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
+
+
+class SqliteStore(Store):
+    backend = "sqlite"
+
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 5000):
+        self.path = path
+        self.location = str(path)
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._db: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()  # one transaction at a time on the connection
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreFailure("the store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        try:
+            create_private_file(self.path)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self.db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            await self.db.execute("PRAGMA journal_mode = WAL")
+            await self.db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            await self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreFailure(f"cannot open {self.path}: {exc}") from exc
+
+    async def _migrate(self) -> None:
+        async with self._write_lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                version = await self._scalar("PRAGMA user_version")
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _statements(MIGRATIONS[step]):
+                        await self.db.execute(statement)
+                if version < SCHEMA_VERSION:
+                    await self._fill_keys(
+                        "SELECT id, payload FROM events WHERE timestamp_ns IS NULL"
+                    )
+                    await self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+            if version < SCHEMA_VERSION:
+                log.info("migrated %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
+        now_ms = int(time.time() * 1000)
+        rows = [(e.session_id, e.payload, now_ms, e.timestamp_ns, e.method) for e in events]
+        async with self._write_lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                last = 0
+                if rows:
+                    await self.db.executemany(_INSERT_EVENT, rows)
+                    last = await self._scalar("SELECT last_insert_rowid()")
+                if rejected:
+                    await self.db.executemany(
+                        _INSERT_REJECTED, [(r.received_ms, r.line, r.reason) for r in rejected]
+                    )
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise StoreFailure(str(exc)) from exc
+        # One writer holds the lock for the whole transaction, so the ids are contiguous.
+        return range(last - len(rows) + 1, last + 1)
+
+    async def read_session(self, session_id: str, query: SessionQuery) -> list[str]:
+        try:
+            if await self._fetch(_UNKEYED + " LIMIT 1", (session_id,)):
+                async with self._write_lock:
+                    await self.db.execute("BEGIN IMMEDIATE")
+                    try:
+                        await self._fill_keys(_UNKEYED, (session_id,))
+                        await self.db.execute("COMMIT")
+                    except BaseException:
+                        await self._rollback()
+                        raise
+            sql, args = _session_sql(session_id, query)
+            rows = await self._fetch(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreFailure(str(exc)) from exc
+        return [row[0] for row in rows]
+
+    async def count_sessions(self) -> int:
+        try:
+            return await self._scalar(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT session_id FROM events)"
+            )
+        except sqlite3.Error as exc:
+            raise StoreFailure(str(exc)) from exc
+
+    async def _fill_keys(self, select_sql: str, args: tuple[object, ...] = ()) -> None:
+        """Derive method and instant from the payload of rows that lack them.
+
+        A payload that is not a readable notification gets no method, so reads skip it
+        (the Rust crate would fail the whole read); it is logged once here.
+        """
+        updates = []
+        for row_id, payload in await self._fetch(select_sql, args):
+            keys = stored_keys(payload)
+            if keys is None:
+                log.warning(
+                    "events row %d holds no readable notification; it is not served", row_id
+                )
+                updates.append((MIN_NS, None, row_id))
+            else:
+                updates.append((keys[1], keys[0], row_id))
+        if updates:
+            await self.db.executemany(_SET_KEYS, updates)
+
+    async def _scalar(self, sql: str, args: tuple[object, ...] = ()) -> int:
+        rows = await self._fetch(sql, args)
+        return int(rows[0][0]) if rows else 0
+
+    async def _fetch(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        return list(await self.db.execute_fetchall(sql, args))
+
+    async def _rollback(self) -> None:
+        if self._db is not None and self._db.in_transaction:
+            try:
+                await self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.warning("rollback failed: %s", exc)
+
+
+def _statements(script: str) -> list[str]:
+    return [statement.strip() for statement in script.split(";") if statement.strip()]
+
+
+def _session_sql(session_id: str, query: SessionQuery) -> tuple[str, tuple[object, ...]]:
+    where = ["session_id = ?", "method IS NOT NULL"]
+    args: list[object] = [session_id]
+    if query.after_ns is not None:
+        where.append("timestamp_ns > ?")
+        args.append(query.after_ns)
+    if query.methods:
+        alternatives = []
+        for pattern in query.methods:
+            if pattern.endswith(".*"):
+                prefix = pattern[:-1]
+                alternatives.append("substr(method, 1, ?) = ?")
+                args += [len(prefix), prefix]
+            else:
+                alternatives.append("method = ?")
+                args.append(pattern)
+        where.append("(" + " OR ".join(alternatives) + ")")
+    condition = " AND ".join(where)
+    if query.last is None:
+        sql = f"SELECT payload FROM events WHERE {condition} ORDER BY timestamp_ns, id"
+    else:
+        sql = (
+            "SELECT payload FROM (SELECT payload, timestamp_ns, id FROM events"
+            f" WHERE {condition} ORDER BY timestamp_ns DESC, id DESC LIMIT ?)"
+            " ORDER BY timestamp_ns, id"
+        )
+        args.append(query.last)
+    return sql, tuple(args)
