@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
 
 from sidecar import protocol
-from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event, timestamp_ns
+from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event
 from sidecar.framing import Oversize
 from sidecar.handlers import Handlers, Method, RawJSON
 from sidecar.ingest import Ingest
@@ -35,8 +35,13 @@ from sidecar.store.base import Event, Rejected, StoreFailure
 
 log = logging.getLogger("sidecar")
 
-# A reply is nothing, a response line now, or one that comes once its event is committed.
-Reply = bytes | Awaitable[bytes | None] | None
+# The stored event: the envelope rebuilt compactly around `params` exactly as received.
+_PAYLOAD_HEAD = {m: b'{"jsonrpc":"2.0","method":"' + m.encode() + b'","params":' for m in EVENT_METHODS}
+
+# What a line gives back: nothing; a response line now; a Future of the line, for answers
+# that wait on a commit (the reader goes on meanwhile); or a coroutine the reader awaits
+# before the next line (storage requests, which must see every earlier message).
+Reply = bytes | asyncio.Future[bytes | None] | Coroutine[Any, Any, bytes | None] | None
 
 _REJECT_LOG_EVERY_S = 10.0
 _REJECT_LOG_BURST = 10
@@ -52,22 +57,27 @@ class Dispatcher:
         self._logged_in_window = 0
         self._suppressed = 0
 
-    async def handle_line(self, line: bytes | Oversize) -> Reply:
-        if isinstance(line, Oversize):
+    def handle_line(self, line: bytes | Oversize) -> Reply:
+        if not isinstance(line, bytes):
             self.stats.received += 1
             error = MessageTooLarge(f"line of {line.size} bytes is over the limit", size=line.size)
             self._quarantine(line.head, error)
             return self._error(None, error)
-        if line.endswith(b"\r"):
+        if line[-1:] == b"\r":
             line = line[:-1]
-        if not line.strip():
+        if not line or line.isspace():
             return None
-        try:
-            line.decode()
-        except UnicodeDecodeError as exc:
-            return self._unreadable(line, ParseError(f"not valid UTF-8: {exc.reason}"))
-        if line.lstrip()[:1] == b"[":
-            return await self._batch(line)
+        if not line.isascii():
+            try:
+                line.decode()
+            except UnicodeDecodeError as exc:
+                self.stats.received += 1
+                return self._unreadable(line, ParseError(f"not valid UTF-8: {exc.reason}"))
+        first = line[:1]
+        if first in b" \t":
+            first = line.lstrip()[:1]
+        if first == b"[":
+            return self._batch(line)
         self.stats.received += 1
         try:
             envelope = protocol.envelope_decoder.decode(line)
@@ -75,9 +85,9 @@ class Dispatcher:
             return self._unreadable(line, InvalidRequest("not a JSON-RPC message object"))
         except (msgspec.DecodeError, RecursionError) as exc:
             return self._unreadable(line, ParseError(str(exc)))
-        return await self._message(envelope, line)
+        return self._message(envelope, line)
 
-    async def _batch(self, line: bytes) -> Reply:
+    async def _batch(self, line: bytes) -> bytes | None:
         try:
             elements = protocol.batch_decoder.decode(line)
         except (msgspec.DecodeError, RecursionError) as exc:
@@ -86,23 +96,30 @@ class Dispatcher:
         if not elements:
             self.stats.received += 1
             return self._unreadable(line, InvalidRequest("empty batch"))
-        replies: list[Reply] = []
+        responses: list[bytes] = []
+        acks: list[asyncio.Future[bytes | None]] = []
         for element in elements:
             self.stats.received += 1
             raw = bytes(element)
             try:
                 envelope = protocol.envelope_decoder.decode(raw)
             except msgspec.ValidationError:
-                replies.append(
-                    self._unreadable(raw, InvalidRequest("not a JSON-RPC message object"))
-                )
+                responses.append(self._unreadable(raw, InvalidRequest("not a JSON-RPC message object")))
                 continue
-            replies.append(await self._message(envelope, raw))
-        if all(reply is None or isinstance(reply, bytes) for reply in replies):
-            return _join_batch([reply for reply in replies if isinstance(reply, bytes)])
-        return _gather_batch(replies)
+            reply = self._message(envelope, raw)
+            if isinstance(reply, Coroutine):
+                reply = await reply
+            if isinstance(reply, asyncio.Future):
+                acks.append(reply)
+            elif reply is not None:
+                responses.append(reply)
+        for ack in acks:  # the whole batch is answered once its events are committed
+            response = await ack
+            if response is not None:
+                responses.append(response)
+        return b"[" + b",".join(responses) + b"]" if responses else None
 
-    async def _message(self, envelope: Envelope, raw: bytes) -> Reply:
+    def _message(self, envelope: Envelope, raw: bytes) -> Reply:
         request_id = envelope.id
         is_request = request_id is not msgspec.UNSET
         method = envelope.method
@@ -117,13 +134,21 @@ class Dispatcher:
         if not isinstance(method, str):
             error = InvalidRequest('"method" must be a string')
             return self._unreadable(raw, error, request_id if is_request else None)
-        try:
-            if method in EVENT_METHODS:
+        if method in EVENT_METHODS:
+            try:
                 return self._event(method, envelope.params, request_id, is_request)
+            except RpcError as error:
+                return self._failed(raw, error, request_id, is_request)
+        return self._request(method, envelope.params, raw, request_id, is_request)
+
+    async def _request(
+        self, method: str, params: msgspec.Raw, raw: bytes, request_id: Any, is_request: bool
+    ) -> bytes | None:
+        try:
             handler = self._methods.get(method)
             if handler is None:
                 raise MethodNotFound(f"unknown method {method!r}", method=method)
-            result = await self._call(handler, envelope.params)
+            result = await self._call(handler, params)
         except RpcError as error:
             return self._failed(raw, error, request_id, is_request)
         except StoreFailure as exc:
@@ -141,30 +166,21 @@ class Dispatcher:
     def _event(self, method: str, params: msgspec.Raw, request_id: Any, is_request: bool) -> Reply:
         if not params:
             raise InvalidParams("params are required", field="params")
-        params_bytes = bytes(params)
         try:
-            event = decode_event(method, params_bytes)
-            instant = timestamp_ns(event)
+            event, instant = decode_event(method, params)
         except InvalidEvent as exc:
             raise InvalidParams(exc.reason, field=exc.field) from None
-        payload = (
-            '{"jsonrpc":"2.0","method":"' + method + '","params":' + params_bytes.decode() + "}"
-        )
-        stored = Event(event.session_id, method, instant, payload)
-        ack = self.ingest.add(stored, acknowledged=is_request)
+        payload = b"".join((_PAYLOAD_HEAD[method], params, b"}"))
+        ack = self.ingest.add(Event(event.session_id, payload, instant, method), is_request)
         if ack is None:
             return None
-        return self._acknowledge(ack, request_id, event.session_id)
+        return asyncio.ensure_future(self._acknowledge(ack, request_id, event.session_id))
 
-    async def _acknowledge(
-        self, ack: asyncio.Future[int], request_id: Any, session_id: str
-    ) -> bytes:
+    async def _acknowledge(self, ack: asyncio.Future[int], request_id: Any, session_id: str) -> bytes | None:
         try:
             seq = await ack
         except StoreFailure as exc:
-            error = StorageUnavailable(
-                str(exc), retained=True, note="the event is kept in memory and retried"
-            )
+            error = StorageUnavailable(str(exc), retained=True, note="the event is kept and retried")
             return self._error(request_id, error)
         return protocol.result_response(request_id, {"session_id": session_id, "seq": seq})
 
@@ -228,19 +244,3 @@ def _field_of(error: msgspec.ValidationError) -> str:
     if "field `" in text:
         return text.split("field `", 1)[1].split("`", 1)[0]
     return "params"
-
-
-def _join_batch(responses: list[bytes]) -> bytes | None:
-    return b"[" + b",".join(responses) + b"]" if responses else None
-
-
-async def _gather_batch(replies: list[Reply]) -> bytes | None:
-    responses = []
-    for reply in replies:
-        if isinstance(reply, bytes):
-            responses.append(reply)
-        elif reply is not None:
-            response = await reply
-            if response is not None:
-                responses.append(response)
-    return _join_batch(responses)

@@ -203,20 +203,18 @@ def _describe(error: msgspec.ValidationError) -> InvalidEvent:
     return InvalidEvent(path or "params", reason)
 
 
-def decode_event(method: str, params: bytes) -> Base:
-    """Validate `params` of an event method; InvalidEvent names the field on failure."""
+def decode_event(method: str, params: bytes | msgspec.Raw) -> tuple[Base, int]:
+    """Validate `params` of an event method; the event and its instant in ns.
+
+    InvalidEvent names the field on failure.
+    """
     try:
         event = _decoders[method].decode(params)
+        return event, parse_ns(event.timestamp)
     except msgspec.ValidationError as exc:
         raise _describe(exc) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidEvent("params", str(exc)) from None
-    return event
-
-
-def timestamp_ns(event: Base) -> int:
-    try:
-        return parse_ns(event.timestamp)
     except TimestampError as exc:
         raise InvalidEvent("timestamp", str(exc)) from None
 

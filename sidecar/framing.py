@@ -32,21 +32,26 @@ class LineSplitter:
         self._head = b""  # first bytes of the oversize line being skipped
 
     def feed(self, chunk: bytes) -> list[bytes | Oversize]:
-        lines: list[bytes | Oversize] = []
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                self._hold(chunk[start:])
-                return lines
-            lines.append(self._complete(chunk[start:end]))
-            start = end + 1
+        pieces = chunk.split(b"\n")
+        tail = pieces.pop()  # the start of a line this chunk does not finish
+        lines: list[bytes | Oversize] = list(pieces)
+        if lines:
+            lines[0] = self._complete(pieces[0])
+            if len(chunk) > self.max_line_bytes:  # only then can a whole line be too long
+                lines = [self._checked(line) for line in lines]
+        self._hold(tail)
+        return lines
 
     def finish(self) -> list[bytes | Oversize]:
         """End of input: a last line without a trailing newline still counts."""
         if not self._parts and not self._skipping:
             return []
         return [self._complete(b"")]
+
+    def _checked(self, line: bytes | Oversize) -> bytes | Oversize:
+        if isinstance(line, bytes) and len(line) > self.max_line_bytes:
+            return Oversize(len(line), line[:HEAD_BYTES])
+        return line
 
     def _hold(self, piece: bytes) -> None:
         if not piece:

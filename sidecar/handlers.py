@@ -86,7 +86,7 @@ class Handlers:
         )
         await self.ingest.drain()
         payloads = await self.store.read_session(params.session_id, query)
-        return RawJSON(("[" + ",".join(payloads) + "]").encode())
+        return RawJSON(b"[" + b",".join(payloads) + b"]")
 
     async def flush(self, _: NoParams) -> dict[str, int]:
         return {"seq": await self.ingest.drain()}

@@ -57,12 +57,18 @@ class Ingest:
         ack = asyncio.get_running_loop().create_future() if acknowledged else None
         self._events.append(event)
         self._acks.append(ack)
-        self._grew(len(event.payload))
+        self._bytes += len(event.payload)
+        if len(self._events) >= self._max_events or self._bytes >= self._max_bytes:
+            self._room.clear()
+        if not self._writing:
+            self._wakeup.set()
         return ack
 
     def reject(self, rejected: Rejected) -> None:
         self._rejected.append(rejected)
-        self._grew(len(rejected.line))
+        self._bytes += len(rejected.line)
+        if not self._writing:
+            self._wakeup.set()
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
@@ -100,12 +106,6 @@ class Ingest:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         return list(self._events)
-
-    def _grew(self, size: int) -> None:
-        self._bytes += size
-        if self.queue_depth >= self._max_events or self._bytes >= self._max_bytes:
-            self._room.clear()
-        self._wakeup.set()
 
     async def _run(self) -> None:
         failures = 0

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable
-from typing import Protocol, cast
+from typing import Protocol
 
 from sidecar.config import Settings
 from sidecar.dispatch import Dispatcher, Reply
@@ -52,7 +51,7 @@ class Server:
         self.writer = StdoutWriter(stdout_fd, loop, settings.max_output_bytes)
         self._stopping = False  # storage.shutdown: stop after the current message
         self._interrupted = asyncio.Event()  # a signal: finish what was read, then stop
-        self._replies: set[asyncio.Task[None]] = set()
+        self._replies: set[asyncio.Future[bytes | None]] = set()
 
     def request_shutdown(self) -> None:
         """storage.shutdown: stop reading after the current message."""
@@ -83,9 +82,11 @@ class Server:
             chunk = await self.reader.read()
             lines = splitter.feed(chunk) if chunk else splitter.finish()
             for line in lines:
-                self._deliver(await self.dispatcher.handle_line(line))
-                if self._stopping:
-                    return
+                reply = self.dispatcher.handle_line(line)
+                if reply is not None:  # most lines are notifications: nothing to answer
+                    await self._answer(reply)
+                    if self._stopping:
+                        return
             if not chunk or not await self._wait_for_room():
                 return
             await asyncio.sleep(0)  # let the committer start its transaction
@@ -108,18 +109,19 @@ class Server:
                 return False
         return True
 
-    def _deliver(self, reply: Reply) -> None:
-        if reply is None:
+    async def _answer(self, reply: Reply) -> None:
+        if isinstance(reply, asyncio.Future):  # written once its event is committed
+            self._replies.add(reply)
+            reply.add_done_callback(self._deliver_later)
             return
-        if isinstance(reply, bytes):
+        if not isinstance(reply, bytes | None):
+            reply = await reply  # a storage request: in order, before the next line
+        if reply is not None:
             self.writer.write_line(reply)
-            return
-        task = asyncio.ensure_future(self._deliver_later(cast(Awaitable[bytes | None], reply)))
-        self._replies.add(task)
-        task.add_done_callback(self._replies.discard)
 
-    async def _deliver_later(self, reply: Awaitable[bytes | None]) -> None:
-        line = await reply
+    def _deliver_later(self, reply: asyncio.Future[bytes | None]) -> None:
+        self._replies.discard(reply)
+        line = reply.result()
         if line is not None:
             self.writer.write_line(line)
 

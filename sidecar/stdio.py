@@ -15,7 +15,7 @@ import threading
 
 log = logging.getLogger("sidecar")
 
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 64 * 1024  # small enough that the loop turns often while parsing
 
 
 class StdinReader:
@@ -141,6 +141,4 @@ class StdoutWriter:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
             self._broken = True
-            log.warning(
-                "stdout is closed (%s); responses are dropped, events are still stored", exc
-            )
+            log.warning("stdout is closed (%s); responses are dropped, events are still stored", exc)

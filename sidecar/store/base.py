@@ -13,12 +13,15 @@ import msgspec
 
 
 class Event(msgspec.Struct, gc=False):
-    """One accepted event: the compact notification text and what orders and finds it."""
+    """One accepted event: the compact notification text and what orders and finds it.
+
+    Field order is the SQLite backend's column order (it inserts `astuple(event)`).
+    """
 
     session_id: str
-    method: str
+    payload: bytes  # UTF-8, validated on the way in
     timestamp_ns: int
-    payload: str
+    method: str
 
 
 class Rejected(msgspec.Struct, gc=False):
@@ -80,8 +83,8 @@ class Store(ABC):
         """Commit a batch atomically; return each event's store-wide sequence number."""
 
     @abstractmethod
-    async def read_session(self, session_id: str, query: SessionQuery) -> list[str]:
-        """Payload texts of a session's events, ordered and filtered; [] if unknown."""
+    async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
+        """Payloads of a session's events, ordered and filtered; [] if unknown."""
 
     @abstractmethod
     async def count_sessions(self) -> int: ...
