@@ -155,8 +155,8 @@ class Dispatcher:
             return self._failed(raw, StorageUnavailable(str(exc)), request_id, is_request)
         except Exception:
             log.exception("internal error handling %s", method)
-            error = InternalError("see the daemon's stderr")
-            return self._failed(raw, error, request_id, is_request)
+            internal = InternalError("see the daemon's stderr")
+            return self._failed(raw, internal, request_id, is_request)
         if not is_request:
             return None
         if isinstance(result, RawJSON):
@@ -199,7 +199,7 @@ class Dispatcher:
             raise InvalidParams(str(exc), field="params") from None
         return await method.run(decoded)
 
-    def _failed(self, raw: bytes, error: RpcError, request_id: Any, is_request: bool) -> Reply:
+    def _failed(self, raw: bytes, error: RpcError, request_id: Any, is_request: bool) -> bytes | None:
         if is_request:
             return self._error(request_id, error)
         self._quarantine(raw, error)

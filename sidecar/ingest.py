@@ -173,7 +173,8 @@ class Ingest:
             if ack is not None and not ack.done():
                 ack.set_exception(failure)
         self._events = events + self._events
-        self._acks = [None] * len(events) + self._acks
+        answered: list[asyncio.Future[int] | None] = [None] * len(events)
+        self._acks = answered + self._acks
         self._rejected = rejected + self._rejected
         self.failure = failure
         self._notify_settled()

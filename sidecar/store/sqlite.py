@@ -187,7 +187,7 @@ class SqliteStore(Store):
         A payload that is not a readable notification gets no method, so reads skip it
         (the Rust crate would fail the whole read); it is logged once here.
         """
-        updates = []
+        updates: list[tuple[int, str | None, int]] = []
         for row_id, payload in await self._fetch(select_sql, args):
             keys = stored_keys(payload)
             if keys is None:
