@@ -54,6 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MAX_LINE_BYTES})",
     )
     parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a write waits for another process's lock before the store counts as "
+        "unavailable (-32001; the events are kept and retried) (default 5)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="at exit, how long to keep retrying a failing store before giving up and "
+        "exiting 1 with the events not stored named on stderr (default 10)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         default="warning",
@@ -74,6 +90,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         db_path=(args.db or default_db_path()).expanduser(),
         durability=args.durability,
         max_line_bytes=args.max_line_bytes,
+        busy_timeout_ms=int(args.lock_timeout * 1000),
+        shutdown_grace_s=args.shutdown_timeout,
     )
 
 

@@ -9,6 +9,7 @@ Knows the store interface only, not which backend or the wire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ class Ingest:
         self._in_flight = 0  # events of the batch being committed
         self._writing = False  # a batch (events or rejected lines) is being committed
         self._wakeup = asyncio.Event()
+        self._retry_now = asyncio.Event()  # ends a retry backoff early
         self._room = asyncio.Event()
         self._room.set()
         self._settled: list[asyncio.Future[None]] = []  # woken after every commit attempt
@@ -76,17 +78,24 @@ class Ingest:
     async def drain(self) -> int:
         """Wait until everything queued so far is committed; the highest seq committed.
 
-        Raises StoreFailure at once while the store is failing, so a request is answered
-        -32001 instead of waiting; the events stay queued and are retried.
+        While the store fails, a drain retries at once instead of waiting out the backoff,
+        and raises StoreFailure if that attempt fails too: the request is answered -32001
+        promptly, and the events stay queued.
         """
         while self._events or self._rejected or self._writing:
-            if self.failure is not None:
+            failing = self.failure is not None
+            await self._next_attempt()
+            if failing and self.failure is not None:
                 raise self.failure
-            settled = asyncio.get_running_loop().create_future()
-            self._settled.append(settled)
-            self._wakeup.set()
-            await settled
         return self.last_seq
+
+    async def _next_attempt(self) -> None:
+        """Wake the committer (ending a backoff) and wait for its next commit attempt."""
+        settled = asyncio.get_running_loop().create_future()
+        self._settled.append(settled)
+        self._wakeup.set()
+        self._retry_now.set()
+        await settled
 
     async def close(self, grace_s: float) -> list[Event]:
         """Commit what is queued, retrying for up to `grace_s`; return what could not be."""
@@ -95,11 +104,8 @@ class Ingest:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
-            settled = asyncio.get_running_loop().create_future()
-            self._settled.append(settled)
-            self._wakeup.set()
             try:
-                await asyncio.wait_for(settled, remaining)
+                await asyncio.wait_for(self._next_attempt(), remaining)
             except TimeoutError:
                 break
         if self._task is not None:
@@ -116,24 +122,35 @@ class Ingest:
                 events, acks, rejected = self._events, self._acks, self._rejected
                 self._events, self._acks, self._rejected = [], [], []
                 self._in_flight, self._writing = len(events), True
+                failure: StoreFailure | None = None
                 try:
                     seqs = await self.store.write(events, rejected)
-                except Exception as exc:
-                    if not isinstance(exc, StoreFailure):  # a backend bug: keep data, retry
-                        log.exception("store write failed unexpectedly")
-                        exc = StoreFailure(f"internal error: {exc}")
-                    self._requeue(events, acks, rejected, exc, failures)
-                    failures += 1
-                    await asyncio.sleep(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1])
-                    continue
+                except StoreFailure as exc:
+                    failure = exc
+                except asyncio.CancelledError:  # closing: what was in flight is not stored
+                    self._events = events + self._events
+                    raise
+                except Exception as exc:  # a backend bug: keep the data, report, retry
+                    log.exception("store write failed unexpectedly")
+                    failure = StoreFailure(f"internal error: {exc}")
                 finally:
                     self._in_flight, self._writing = 0, False
+                if failure is not None:
+                    self._requeue(events, acks, rejected, failure, failures)
+                    failures += 1
+                    await self._backoff(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1])
+                    continue
                 if self.failure is not None:
                     log.warning("store recovered; %d queued events committed", len(events))
                     self.failure = None
                 failures = 0
                 self._committed(events, acks, rejected, seqs)
             self._notify_settled()
+
+    async def _backoff(self, delay: float) -> None:
+        self._retry_now.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry_now.wait(), delay)
 
     def _committed(
         self,

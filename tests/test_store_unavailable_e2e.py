@@ -1,0 +1,58 @@
+"""While the store cannot take writes, requests get -32001 and no event is lost."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from daemon import Daemon
+from events import init, prompt
+
+
+def test_a_lock_held_past_the_timeout_gives_32001_and_events_are_stored_once_it_clears(
+    db: Path,
+) -> None:
+    with Daemon(db, "--lock-timeout", "0.2") as daemon:
+        daemon.send(init("s"))
+        assert daemon.result("storage.flush") == {"seq": 1}
+
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        daemon.send(prompt("s", "2026-06-07T14:03:22Z"), prompt("s", "2026-06-07T14:03:23Z"))
+        failed = daemon.request("storage.flush")
+        assert failed["error"]["code"] == -32001
+        assert "locked" in failed["error"]["data"]["reason"]
+        acked = daemon.request("user.prompt.submit", prompt("s", "2026-06-07T14:03:24Z")["params"])
+        assert acked["error"]["code"] == -32001 and acked["error"]["data"]["retained"] is True
+        stats = daemon.result("storage.stats")
+        assert stats["queue_depth"] == 3
+        holder.execute("ROLLBACK")
+        holder.close()
+
+        assert daemon.result("storage.flush") == {"seq": 4}
+        events = daemon.result("storage.get_session", {"session_id": "s"})
+        assert len(events) == 4
+        assert daemon.close() == 0
+        assert "store unavailable" in daemon.stderr and "recovered" in daemon.stderr
+
+
+def test_exiting_while_the_store_fails_names_the_lost_events_and_exits_1(db: Path) -> None:
+    with Daemon(db, "--lock-timeout", "0.1", "--shutdown-timeout", "1") as daemon:
+        assert daemon.result("storage.info")
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        daemon.send(init("lost-1"), init("lost-2"))
+        assert daemon.request("storage.flush")["error"]["code"] == -32001
+        code = daemon.close(timeout=30)
+        holder.execute("ROLLBACK")
+        assert code == 1
+        assert "2 events not stored" in daemon.stderr
+        assert "lost-1, lost-2" in daemon.stderr
+
+
+def test_an_unopenable_store_exits_3_with_a_clear_message(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with Daemon(blocker / "sessions.db") as daemon:
+        assert daemon.close() == 3
+        assert "cannot open" in daemon.stderr
