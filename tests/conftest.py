@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from daemon import Daemon  # noqa: E402
+from daemon import Daemon
 
 
 @pytest.fixture

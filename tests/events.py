@@ -8,10 +8,20 @@ from typing import Any
 
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "events.ndjson"
 
-USAGE_CHARS = {"latency": 10, "input_chars": 1, "estimated_input_tokens": 1, "output_chars": 1,
-               "estimated_output_tokens": 1}
-USAGE_TOKENS = {"latency": 10, "input_tokens": 1, "output_tokens": 1, "cache_write_tokens": 0,
-                "cache_read_tokens": 0}
+USAGE_CHARS = {
+    "latency": 10,
+    "input_chars": 1,
+    "estimated_input_tokens": 1,
+    "output_chars": 1,
+    "estimated_output_tokens": 1,
+}
+USAGE_TOKENS = {
+    "latency": 10,
+    "input_tokens": 1,
+    "output_tokens": 1,
+    "cache_write_tokens": 0,
+    "cache_read_tokens": 0,
+}
 
 
 def notification(method: str, **params: Any) -> dict[str, Any]:
@@ -19,23 +29,45 @@ def notification(method: str, **params: Any) -> dict[str, Any]:
 
 
 def init(session_id: str, timestamp: str = "2026-06-07T14:03:21.000000001Z", **extra: Any) -> dict[str, Any]:
-    return notification("session.init", session_id=session_id, model="m", provider="p",
-                        system="s", init_type="Start", timestamp=timestamp, **extra)
+    return notification(
+        "session.init",
+        session_id=session_id,
+        model="m",
+        provider="p",
+        system="s",
+        init_type="Start",
+        timestamp=timestamp,
+        **extra,
+    )
 
 
 def prompt(session_id: str, timestamp: str, text: str = "hi", turn_id: str = "t1") -> dict[str, Any]:
-    return notification("user.prompt.submit", session_id=session_id, turn_id=turn_id,
-                        prompt=text, timestamp=timestamp)
+    return notification(
+        "user.prompt.submit", session_id=session_id, turn_id=turn_id, prompt=text, timestamp=timestamp
+    )
 
 
 def response(session_id: str, timestamp: str, text: str = "hello") -> dict[str, Any]:
-    return notification("assistant.response", session_id=session_id, turn_id="t1",
-                        full_text=text, tool_calls=None, timestamp=timestamp)
+    return notification(
+        "assistant.response",
+        session_id=session_id,
+        turn_id="t1",
+        full_text=text,
+        tool_calls=None,
+        timestamp=timestamp,
+    )
 
 
 def stop(session_id: str, timestamp: str, result: Any = "hello") -> dict[str, Any]:
-    return notification("session.stop", session_id=session_id, success=True, result=result,
-                        error=None, timestamp=timestamp, usage=USAGE_CHARS)
+    return notification(
+        "session.stop",
+        session_id=session_id,
+        success=True,
+        result=result,
+        error=None,
+        timestamp=timestamp,
+        usage=USAGE_CHARS,
+    )
 
 
 def vectors() -> list[bytes]:

@@ -15,17 +15,55 @@ PART_CALL = {"id": "c1", "name": "read", "arguments": "{}"}
 TOOL_CALL = {"id": "c1", "call_type": "function", "function": {"name": "read", "arguments": "{}"}}
 
 VALID = [
-    ("session.init", {"session_id": "s", "timestamp": TS, "model": "m", "provider": "p", "system": "",
-                      "init_type": "Resume"}),
-    ("session.stop", {"session_id": "s", "timestamp": TS, "success": True, "result": "done",
-                      "error": None, "usage": USAGE_CHARS}),
-    ("session.stop", {"session_id": "s", "timestamp": TS, "success": False, "result": None,
-                      "error": "boom", "incomplete_tasks": ["a"], "usage": USAGE_CHARS}),
-    ("session.stop", {"session_id": "s", "timestamp": TS, "success": True,
-                      "result": [PART_TEXT, PART_THINKING, PART_CALL], "usage": USAGE_TOKENS}),
+    (
+        "session.init",
+        {
+            "session_id": "s",
+            "timestamp": TS,
+            "model": "m",
+            "provider": "p",
+            "system": "",
+            "init_type": "Resume",
+        },
+    ),
+    (
+        "session.stop",
+        {
+            "session_id": "s",
+            "timestamp": TS,
+            "success": True,
+            "result": "done",
+            "error": None,
+            "usage": USAGE_CHARS,
+        },
+    ),
+    (
+        "session.stop",
+        {
+            "session_id": "s",
+            "timestamp": TS,
+            "success": False,
+            "result": None,
+            "error": "boom",
+            "incomplete_tasks": ["a"],
+            "usage": USAGE_CHARS,
+        },
+    ),
+    (
+        "session.stop",
+        {
+            "session_id": "s",
+            "timestamp": TS,
+            "success": True,
+            "result": [PART_TEXT, PART_THINKING, PART_CALL],
+            "usage": USAGE_TOKENS,
+        },
+    ),
     # one generation's result with another's usage: each field is checked on its own
-    ("session.stop", {"session_id": "s", "timestamp": TS, "success": True, "result": "x",
-                      "usage": USAGE_TOKENS}),
+    (
+        "session.stop",
+        {"session_id": "s", "timestamp": TS, "success": True, "result": "x", "usage": USAGE_TOKENS},
+    ),
     ("session.fork", {"session_id": "s", "timestamp": TS, "parent_session_id": "p"}),
     ("user.prompt.submit", {**TURN, "prompt": "hi"}),
     ("stream.delta", {**TURN, "delta": "to", "delta_type": "Thinking"}),
@@ -66,20 +104,51 @@ def test_all_eleven_methods_are_known() -> None:
 
 
 INVALID = [
-    ("session.init", {"session_id": "s", "timestamp": TS, "model": "m", "provider": "p", "system": "",
-                      "init_type": "start"}, "init_type"),
-    ("session.init", {"session_id": "s", "timestamp": TS, "provider": "p", "system": "",
-                      "init_type": "Start"}, "model"),
-    ("session.init", {"session_id": "", "timestamp": TS, "model": "m", "provider": "p", "system": "",
-                      "init_type": "Start"}, "session_id"),
-    ("session.stop", {"session_id": "s", "timestamp": TS, "success": "yes", "usage": USAGE_CHARS},
-     "success"),
-    ("session.stop", {"session_id": "s", "timestamp": TS, "success": True,
-                      "usage": {"latency": 1, "input_chars": 1}}, "usage"),
-    ("session.stop", {"session_id": "s", "timestamp": TS, "success": True,
-                      "usage": {**USAGE_TOKENS, "input_tokens": -1}}, "usage.input_tokens"),
-    ("session.stop", {"session_id": "s", "timestamp": TS, "success": True, "result": [{"x": 1}],
-                      "usage": USAGE_CHARS}, "result[0]"),
+    (
+        "session.init",
+        {
+            "session_id": "s",
+            "timestamp": TS,
+            "model": "m",
+            "provider": "p",
+            "system": "",
+            "init_type": "start",
+        },
+        "init_type",
+    ),
+    (
+        "session.init",
+        {"session_id": "s", "timestamp": TS, "provider": "p", "system": "", "init_type": "Start"},
+        "model",
+    ),
+    (
+        "session.init",
+        {
+            "session_id": "",
+            "timestamp": TS,
+            "model": "m",
+            "provider": "p",
+            "system": "",
+            "init_type": "Start",
+        },
+        "session_id",
+    ),
+    ("session.stop", {"session_id": "s", "timestamp": TS, "success": "yes", "usage": USAGE_CHARS}, "success"),
+    (
+        "session.stop",
+        {"session_id": "s", "timestamp": TS, "success": True, "usage": {"latency": 1, "input_chars": 1}},
+        "usage",
+    ),
+    (
+        "session.stop",
+        {"session_id": "s", "timestamp": TS, "success": True, "usage": {**USAGE_TOKENS, "input_tokens": -1}},
+        "usage.input_tokens",
+    ),
+    (
+        "session.stop",
+        {"session_id": "s", "timestamp": TS, "success": True, "result": [{"x": 1}], "usage": USAGE_CHARS},
+        "result[0]",
+    ),
     ("user.prompt.submit", {"session_id": "s", "timestamp": TS, "prompt": "p"}, "turn_id"),
     ("user.prompt.submit", {**TURN, "prompt": 5}, "prompt"),
     ("stream.delta", {**TURN, "delta": "x", "delta_type": "text"}, "delta_type"),

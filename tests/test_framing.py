@@ -28,8 +28,7 @@ def test_a_line_over_the_limit_is_skipped_up_to_its_newline_and_reported_once() 
 
 
 def test_an_oversize_line_inside_one_chunk_is_reported() -> None:
-    assert feed_all(LineSplitter(10), b"short\n0123456789ABC\nok\n") == [
-        b"short", ("oversize", 13), b"ok"]
+    assert feed_all(LineSplitter(10), b"short\n0123456789ABC\nok\n") == [b"short", ("oversize", 13), b"ok"]
 
 
 def test_an_oversize_line_keeps_its_first_bytes_for_the_quarantine() -> None:

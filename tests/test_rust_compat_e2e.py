@@ -47,16 +47,19 @@ def test_rows_the_rust_crate_inserts_after_migration_are_served_in_time_order(db
         crate.close()
 
         events = daemon.result("storage.get_session", {"session_id": "s"})
-        assert methods(events) == [
-            "session.init", "user.prompt.submit", "assistant.response", "session.stop"]
+        assert methods(events) == ["session.init", "user.prompt.submit", "assistant.response", "session.stop"]
         last = daemon.result("storage.get_session", {"session_id": "s", "last": 1})
         assert methods(last) == ["session.stop"]
         assert daemon.close() == 0
 
 
 def test_the_rust_crate_query_reads_what_the_sidecar_wrote(db: Path) -> None:
-    sent = [init("1"), prompt("1", "2026-06-07T14:03:22Z"), response("1", "2026-06-07T14:03:23Z"),
-            stop("1", "2026-06-07T14:03:24Z")]
+    sent = [
+        init("1"),
+        prompt("1", "2026-06-07T14:03:22Z"),
+        response("1", "2026-06-07T14:03:23Z"),
+        stop("1", "2026-06-07T14:03:24Z"),
+    ]
     with Daemon(db) as daemon:
         daemon.send(*sent)
         assert daemon.close() == 0

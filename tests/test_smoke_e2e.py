@@ -13,5 +13,9 @@ def test_rust_crate_scenario_four_events_read_back_in_order(daemon: Daemon) -> N
     )
     events = daemon.result("storage.get_session", {"session_id": "1"})
     assert [e["method"] for e in events] == [
-        "session.init", "user.prompt.submit", "assistant.response", "session.stop"]
+        "session.init",
+        "user.prompt.submit",
+        "assistant.response",
+        "session.stop",
+    ]
     assert daemon.close() == 0
