@@ -18,7 +18,7 @@ import msgspec
 from sidecar import protocol
 from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event
 from sidecar.framing import Oversize
-from sidecar.handlers import Handlers, Method, RawJSON
+from sidecar.handlers import EncodedArray, Handlers, Method
 from sidecar.ingest import Ingest
 from sidecar.protocol import (
     Envelope,
@@ -159,8 +159,8 @@ class Dispatcher:
             return self._failed(raw, internal, request_id, is_request)
         if not is_request:
             return None
-        if isinstance(result, RawJSON):
-            return protocol.raw_result_response(request_id, result)
+        if isinstance(result, EncodedArray):
+            return protocol.array_result_response(request_id, result)
         return protocol.result_response(request_id, result)
 
     def _event(self, method: str, params: msgspec.Raw, request_id: Any, is_request: bool) -> Reply:

@@ -100,9 +100,19 @@ def result_response(request_id: Any, result: Any) -> bytes:
     return _encode({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
-def raw_result_response(request_id: Any, result_json: bytes) -> bytes:
-    """A response whose result is already JSON text (large session reads skip re-encoding)."""
-    return b'{"jsonrpc":"2.0","id":' + _encode(request_id) + b',"result":' + result_json + b"}"
+def array_result_response(request_id: Any, items: list[bytes]) -> bytes:
+    """A response whose result is an array of items that are already JSON text.
+
+    Joined in one copy: a session read can be megabytes of stored events.
+    """
+    head = b'{"jsonrpc":"2.0","id":' + _encode(request_id) + b',"result":['
+    if not items:
+        return head + b"]}"
+    parts = [b","] * (2 * len(items) + 1)
+    parts[0] = head
+    parts[1::2] = items
+    parts[-1] = b"]}"
+    return b"".join(parts)
 
 
 def error_response(request_id: Any, error: RpcError) -> bytes:

@@ -16,6 +16,7 @@ import threading
 log = logging.getLogger("sidecar")
 
 READ_CHUNK = 64 * 1024  # small enough that the loop turns often while parsing
+_MAX_BUFFERS = 512  # per writev, under IOV_MAX
 
 
 class StdinReader:
@@ -69,7 +70,7 @@ class StdoutWriter:
         self._room.set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # without newlines
         self._broken = False
         self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
 
@@ -82,7 +83,7 @@ class StdoutWriter:
         self._idle.clear()
         if self._pending > self._max_pending:
             self._room.clear()
-        self._lines.put(line + b"\n")
+        self._lines.put(line)
 
     @property
     def has_room(self) -> bool:
@@ -114,9 +115,9 @@ class StdoutWriter:
             first = self._lines.get()
             if first is None:
                 return
-            batch = [first]
-            size = len(first)
-            while size < READ_CHUNK:  # coalesce queued lines into one write
+            buffers = [first, b"\n"]
+            size = len(first) + 1
+            while size < READ_CHUNK and len(buffers) < _MAX_BUFFERS:  # coalesce queued lines
                 try:
                     more = self._lines.get_nowait()
                 except queue.Empty:
@@ -124,21 +125,26 @@ class StdoutWriter:
                 if more is None:
                     self._lines.put(None)
                     break
-                batch.append(more)
-                size += len(more)
-            self._write_all(b"".join(batch))
+                buffers += (more, b"\n")
+                size += len(more) + 1
+            self._write_all(buffers)
             try:
                 self._loop.call_soon_threadsafe(self._written, size)
             except RuntimeError:
                 return
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, buffers: list[bytes]) -> None:
+        """One writev for the lot, without copying lines together; partial writes resume."""
         if self._broken:
             return
-        view = memoryview(data)
+        views = [memoryview(buffer) for buffer in buffers]
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            while views:
+                written = os.writev(self._fd, views)
+                while views and written >= len(views[0]):
+                    written -= len(views.pop(0))
+                if views:
+                    views[0] = views[0][written:]
         except OSError as exc:
             self._broken = True
             log.warning("stdout is closed (%s); responses are dropped, events are still stored", exc)
