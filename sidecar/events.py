@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from sidecar.timestamps import TimestampError, parse_ns
+from sidecar.timestamps import TimestampError, parse_instant, parse_ns
 
 NonEmpty = Annotated[str, Meta(min_length=1)]
 Count = Annotated[int, Meta(ge=0)]
@@ -237,5 +237,13 @@ def stored_keys(payload: str | bytes) -> tuple[str, int] | None:
     try:
         stored = _stored_decoder.decode(payload)
         return stored.method, parse_ns(stored.params.timestamp)
+    except (msgspec.DecodeError, RecursionError, TimestampError):
+        return None
+
+
+def stored_instant(payload: str | bytes) -> int | None:
+    """The exact, unclamped instant of a stored notification; None if it is unreadable."""
+    try:
+        return parse_instant(_stored_decoder.decode(payload).params.timestamp)
     except (msgspec.DecodeError, RecursionError, TimestampError):
         return None

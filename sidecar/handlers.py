@@ -20,13 +20,13 @@ from sidecar.events import EVENT_METHODS, PROTOCOL_VERSIONS
 from sidecar.ingest import Ingest
 from sidecar.protocol import InvalidParams
 from sidecar.store.base import SessionQuery, StoreFailure
-from sidecar.timestamps import TimestampError, parse_ns
+from sidecar.timestamps import TimestampError, parse_instant
 
 METHOD_PATTERN = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(\.\*)?$"
 
 
-class RawJSON(bytes):
-    """A result that is already JSON text; written into the response as is."""
+class EncodedArray(list[bytes]):
+    """A result that is an array of items already encoded as JSON (stored events)."""
 
 
 class NoParams(Struct, forbid_unknown_fields=True):
@@ -78,7 +78,7 @@ class Handlers:
             "storage.shutdown": Method(NoParams, self.shutdown),
         }
 
-    async def get_session(self, params: GetSessionParams) -> RawJSON:
+    async def get_session(self, params: GetSessionParams) -> EncodedArray:
         query = SessionQuery(
             after_ns=_instant("after", params.after),
             methods=tuple(params.methods or ()),
@@ -86,7 +86,7 @@ class Handlers:
         )
         await self.ingest.drain()
         payloads = await self.store.read_session(params.session_id, query)
-        return RawJSON(b"[" + b",".join(payloads) + b"]")
+        return EncodedArray(payloads)
 
     async def flush(self, _: NoParams) -> dict[str, int]:
         return {"seq": await self.ingest.drain()}
@@ -124,6 +124,6 @@ def _instant(field: str, text: str | None) -> int | None:
     if text is None:
         return None
     try:
-        return parse_ns(text)
+        return parse_instant(text)
     except TimestampError as exc:
         raise InvalidParams(str(exc), field=field) from None

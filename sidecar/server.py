@@ -126,13 +126,15 @@ class Server:
             self.writer.write_line(line)
 
     async def _shutdown(self) -> int:
-        unstored = await self.ingest.close(self.settings.shutdown_grace_s)
-        if self._replies:  # answers to acknowledged events, settled by the last commit
-            await asyncio.wait(self._replies, timeout=1.0)
-        if not await self.writer.drain(OUTPUT_DRAIN_TIMEOUT_S):
-            log.warning("stdout is not being read; unsent responses were dropped")
-        self.writer.close()
-        await self.store.close()
+        try:
+            unstored = await self.ingest.close(self.settings.shutdown_grace_s)
+            if self._replies:  # answers to acknowledged events, settled by the last commit
+                await asyncio.wait(self._replies, timeout=1.0)
+            if not await self.writer.drain(OUTPUT_DRAIN_TIMEOUT_S):
+                log.warning("stdout is not being read; unsent responses were dropped")
+            self.writer.close()
+        finally:  # the store's thread is not a daemon thread: left open, the process hangs
+            await self.store.close()
         if unstored:
             sessions = sorted({event.session_id for event in unstored})
             log.error(

@@ -20,7 +20,8 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _NS_PER_DAY = 86_400 * 10**9
 _PAD = ("", "00000000", "0000000", "000000", "00000", "0000", "000", "00", "0", "")
 
-# SQLite integers are 64-bit: instants outside 1677..2262 sort at the ends, in arrival order.
+# SQLite integers are 64-bit, so the stored key is clamped to 1677..2262; readers order
+# keys at these bounds by the exact instant (`parse_instant`).
 MIN_NS = -(2**63) + 1
 MAX_NS = 2**63 - 1
 
@@ -45,10 +46,15 @@ def parse_ns(text: str) -> int:
         digits = tail[1:-1]
         if len(tail) == 11 and tail[0] == "." and tail[-1] == "Z" and digits.isascii() and digits.isdigit():
             return second + int(digits)
+    return clamp(_parse(text))
+
+
+def parse_instant(text: str) -> int:
+    """Like `parse_ns`, but never clamped to int64: the exact order of far-off years."""
     return _parse(text)
 
 
-def _clamp(ns: int) -> int:
+def clamp(ns: int) -> int:
     return min(max(ns, MIN_NS), MAX_NS)
 
 
@@ -85,7 +91,7 @@ def _parse(text: str) -> int:
             raise TimestampError("offset out of range")
         offset = (offset_h * 3600 + offset_m * 60) * 10**9
         second += -offset if sign == "+" else offset
-    return _clamp(second + int(fraction + _PAD[len(fraction)]) if fraction else second)
+    return second + int(fraction + _PAD[len(fraction)]) if fraction else second
 
 
 def now_rfc3339() -> str:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.timestamps import MAX_NS, MIN_NS, TimestampError, now_rfc3339, parse_ns
+from sidecar.timestamps import MAX_NS, MIN_NS, TimestampError, now_rfc3339, parse_instant, parse_ns
 
 BASE = 1780841001_000000000  # 2026-06-07T14:03:21Z
 
@@ -69,3 +69,8 @@ def test_now_is_written_as_chrono_does_utc_z_nine_digits() -> None:
     text = now_rfc3339()
     assert text.endswith("Z") and len(text) == len("2026-06-07T14:03:21.482913577Z")
     assert parse_ns(text) > parse_ns("2026-01-01T00:00:00Z")
+
+
+def test_parse_instant_is_exact_where_the_stored_key_is_clamped() -> None:
+    assert parse_instant("2400-01-01T00:00:00Z") > parse_instant("2300-01-01T00:00:00Z") > MAX_NS
+    assert parse_instant("1500-01-01T00:00:00Z") < parse_instant("1600-01-01T00:00:00Z") < MIN_NS

@@ -7,9 +7,14 @@ parse JSON-RPC and never see the wire.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 import msgspec
+
+from sidecar.events import stored_instant
+from sidecar.timestamps import MAX_NS, MIN_NS
 
 
 class Event(msgspec.Struct, gc=False):
@@ -51,18 +56,37 @@ def method_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
     return lambda method: method in exact or method.startswith(prefixes)
 
 
-def select(events: Sequence[Event], query: SessionQuery) -> list[Event]:
-    """Order (by timestamp, stable on arrival) and filter events held in arrival order."""
-    ordered = sorted(events, key=lambda event: event.timestamp_ns)
-    if query.after_ns is not None:
-        after = query.after_ns
-        ordered = [event for event in ordered if event.timestamp_ns > after]
+def select(events: Sequence[Event], query: SessionQuery) -> list[bytes]:
+    """The payloads `query` asks for, from events held in arrival order."""
     if query.methods:
         matches = method_matcher(query.methods)
-        ordered = [event for event in ordered if matches(event.method)]
+        events = [event for event in events if matches(event.method)]
+    return time_ordered([(event.timestamp_ns, event.payload) for event in events], query)
+
+
+def time_ordered(rows: list[tuple[int, bytes]], query: SessionQuery) -> list[bytes]:
+    """Payloads of (key, payload) rows held in arrival order, ordered by instant (stable,
+    so ties keep arrival order), those after `query.after_ns`, then the `query.last`.
+
+    Keys are instants clamped to int64; rows at the bounds are ordered by the exact
+    instant read back from their payload. Rows already filtered on `key >= clamp(after)`
+    are welcome: only rows whose exact instant is at most `after` are dropped here.
+    """
+    rows.sort(key=itemgetter(0))
+    if rows and (rows[0][0] == MIN_NS or rows[-1][0] == MAX_NS):
+        rows.sort(key=_exact_instant)
+    start = 0 if query.after_ns is None else bisect_right(rows, query.after_ns, key=_exact_instant)
     if query.last is not None:
-        ordered = ordered[-query.last :]
-    return ordered
+        start = max(start, len(rows) - query.last)
+    return [row[1] for row in rows[start:]]
+
+
+def _exact_instant(row: tuple[int, bytes]) -> int:
+    key = row[0]
+    if MIN_NS < key < MAX_NS:
+        return key
+    exact = stored_instant(row[1])
+    return key if exact is None else exact
 
 
 class Store(ABC):

@@ -17,13 +17,14 @@ import time
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
+from typing import cast
 
 import aiosqlite
 from msgspec.structs import astuple
 
 from sidecar.events import stored_keys
-from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailure
-from sidecar.timestamps import MIN_NS
+from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailure, time_ordered
+from sidecar.timestamps import MIN_NS, clamp
 
 log = logging.getLogger("sidecar")
 
@@ -39,8 +40,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS idx_events_session_id ON events(session_id);
 """
-# Reads sort a session's rows by (timestamp_ns, id) found through the Rust crate's own
-# index: a wider ordering index costs every insert more than the sort costs a read.
+# A read finds a session's rows through the Rust crate's own index, in id (arrival)
+# order, and sorts them by timestamp: events mostly arrive in time order, which Python's
+# sort handles in one pass, and a wider ordering index would cost every insert more.
+# Rows the Rust crate inserts have no keys yet; the partial index finds them without
+# touching the others, and our inserts (always keyed) never touch it.
 _ORDERING_SCHEMA = """
 ALTER TABLE events ADD COLUMN timestamp_ns INTEGER;
 ALTER TABLE events ADD COLUMN method TEXT;
@@ -50,6 +54,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
     line        BLOB    NOT NULL,
     reason      TEXT    NOT NULL
 );
+CREATE INDEX IF NOT EXISTS idx_events_unkeyed ON events(session_id) WHERE timestamp_ns IS NULL;
 """
 MIGRATIONS = (_RUST_SCHEMA, _ORDERING_SCHEMA)
 
@@ -98,8 +103,10 @@ class SqliteStore(Store):
     async def open(self) -> None:
         try:
             create_private_file(self.path)
+            # "IMMEDIATE": an INSERT outside a transaction opens one taking the write lock
+            # at once; reads never open one. Migrations and backfills BEGIN explicitly.
             self._db = await aiosqlite.connect(
-                self.path, isolation_level=None, cached_statements=CACHED_STATEMENTS
+                self.path, isolation_level="IMMEDIATE", cached_statements=CACHED_STATEMENTS
             )
             self._db.text_factory = bytes  # payloads go to the wire as they are, undecoded
             await self.db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -133,25 +140,27 @@ class SqliteStore(Store):
             await db.close()
 
     async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
+        """Three round trips to the connection's thread: each one waits for the GIL while the
+        event loop parses, so the first INSERT opens the transaction (isolation_level) and
+        the last returns the last rowid (execute_insert)."""
         now_ms = int(time.time() * 1000)
+        last = 0
         async with self._write_lock:
             try:
-                await self.db.execute("BEGIN IMMEDIATE")
-                last = 0
-                whole = len(events) - len(events) % ROWS_PER_INSERT
+                # At least one row for the last INSERT, whose trip also returns the rowid.
+                whole = (len(events) - 1) // ROWS_PER_INSERT * ROWS_PER_INSERT if events else 0
                 if whole:
                     wide = _flat_rows(events[:whole], now_ms, ROWS_PER_INSERT)
                     await self.db.executemany(_insert_sql(ROWS_PER_INSERT), wide)
-                if whole < len(events):
-                    (rest,) = _flat_rows(events[whole:], now_ms, len(events) - whole)
-                    await self.db.execute(_insert_sql(len(events) - whole), rest)
                 if events:
-                    last = await self._scalar("SELECT last_insert_rowid()")
+                    (rest,) = _flat_rows(events[whole:], now_ms, len(events) - whole)
+                    row = await self.db.execute_insert(_insert_sql(len(events) - whole), rest)
+                    last = int(row[0]) if row else 0
                 if rejected:
                     await self.db.executemany(
                         _INSERT_REJECTED, [(r.received_ms, r.line, r.reason) for r in rejected]
                     )
-                await self.db.execute("COMMIT")
+                await self.db.commit()
             except sqlite3.Error as exc:
                 await self._rollback()
                 raise StoreFailure(str(exc)) from exc
@@ -170,10 +179,10 @@ class SqliteStore(Store):
                         await self._rollback()
                         raise
             sql, args = _session_sql(session_id, query)
-            rows = await self._fetch(sql, args)
+            rows = cast("list[tuple[int, bytes]]", await self._fetch(sql, args))
         except sqlite3.Error as exc:
             raise StoreFailure(str(exc)) from exc
-        return [row[0] for row in rows]
+        return time_ordered(rows, query)
 
     async def count_sessions(self) -> int:
         try:
@@ -208,7 +217,7 @@ class SqliteStore(Store):
     async def _rollback(self) -> None:
         if self._db is not None and self._db.in_transaction:
             try:
-                await self._db.execute("ROLLBACK")
+                await self._db.rollback()
             except sqlite3.Error as exc:
                 log.warning("rollback failed: %s", exc)
 
@@ -231,11 +240,13 @@ def _statements(script: str) -> list[str]:
 
 
 def _session_sql(session_id: str, query: SessionQuery) -> tuple[str, tuple[object, ...]]:
+    """Rows of a session in arrival order, filtered by `methods` and roughly by `after`;
+    the caller orders them by time, filters `after` exactly and keeps the `last`."""
     where = ["session_id = ?", "method IS NOT NULL"]
     args: list[object] = [session_id]
     if query.after_ns is not None:
-        where.append("timestamp_ns > ?")
-        args.append(query.after_ns)
+        where.append("timestamp_ns >= ?")  # the stored key is clamped; time_ordered is exact
+        args.append(clamp(query.after_ns))
     if query.methods:
         alternatives = []
         for pattern in query.methods:
@@ -248,13 +259,5 @@ def _session_sql(session_id: str, query: SessionQuery) -> tuple[str, tuple[objec
                 args.append(pattern)
         where.append("(" + " OR ".join(alternatives) + ")")
     condition = " AND ".join(where)
-    if query.last is None:
-        sql = f"SELECT payload FROM events WHERE {condition} ORDER BY timestamp_ns, id"
-    else:
-        sql = (
-            "SELECT payload FROM (SELECT payload, timestamp_ns, id FROM events"
-            f" WHERE {condition} ORDER BY timestamp_ns DESC, id DESC LIMIT ?)"
-            " ORDER BY timestamp_ns, id"
-        )
-        args.append(query.last)
+    sql = f"SELECT timestamp_ns, payload FROM events WHERE {condition} ORDER BY id"
     return sql, tuple(args)
