@@ -1,0 +1,60 @@
+"""Startup: spawn to the first storage.info response, against a bare interpreter importing the deps.
+
+Target: daemon median <= 1.3 x bare median.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from common import fresh_db, median, repeat_option, report, spawn_daemon, verdict
+
+BARE = [sys.executable, "-c", "import asyncio, uvloop, msgspec, aiosqlite"]
+INFO = b'{"jsonrpc":"2.0","id":1,"method":"storage.info"}\n'
+
+
+def bare() -> float:
+    """Seconds from spawn to exit of an interpreter that only imports the daemon's dependencies."""
+    start = time.perf_counter()
+    subprocess.run(BARE, check=True)
+    return time.perf_counter() - start
+
+
+def daemon() -> float:
+    """Seconds from spawn to the storage.info response line, on a fresh database."""
+    db = fresh_db("startup.db")
+    start = time.perf_counter()
+    proc = spawn_daemon(db)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(INFO)
+    proc.stdin.flush()
+    response = proc.stdout.readline()
+    elapsed = time.perf_counter() - start
+    proc.stdin.close()
+    if proc.wait(timeout=30) != 0 or b'"result"' not in response:
+        raise SystemExit(f"daemon exited {proc.returncode}; response {response[:200]!r}")
+    return elapsed
+
+
+def main() -> None:
+    repeat = repeat_option(__doc__ or "", 10)
+    bare_s: list[float] = []
+    daemon_s: list[float] = []
+    for _ in range(repeat):
+        bare_s.append(bare())
+        daemon_s.append(daemon())
+    bare_ms, daemon_ms = median(bare_s) * 1e3, median(daemon_s) * 1e3
+    report(
+        f"startup ({repeat} alternating runs each, median)",
+        [
+            ("bare interpreter + imports, to exit", f"{bare_ms:.0f} ms"),
+            ("daemon, spawn to storage.info response", f"{daemon_ms:.0f} ms"),
+        ],
+    )
+    verdict("ratio daemon/bare", daemon_ms / bare_ms, "<= 1.3", daemon_ms / bare_ms <= 1.3)
+
+
+if __name__ == "__main__":
+    main()
