@@ -19,7 +19,9 @@ NonEmpty = Annotated[str, Meta(min_length=1)]
 Count = Annotated[int, Meta(ge=0)]
 
 
-class Base(Struct):
+# gc=False: decoded from JSON, these never form reference cycles, and untracked objects
+# keep the collector away from the hot path.
+class Base(Struct, gc=False):
     session_id: NonEmpty
     timestamp: str
 
@@ -28,12 +30,12 @@ class TurnBase(Base):
     turn_id: str
 
 
-class FunctionCall(Struct):
+class FunctionCall(Struct, gc=False):
     name: str
     arguments: str
 
 
-class ToolCall(Struct):
+class ToolCall(Struct, gc=False):
     """0.1-0.3A `tool_calls` element; the key really is `call_type`."""
 
     id: str
@@ -41,7 +43,7 @@ class ToolCall(Struct):
     function: FunctionCall
 
 
-class Part(Struct):
+class Part(Struct, gc=False):
     """0.3B+ untagged AssistantMessagePart: text, thinking, or a tool call."""
 
     text: str | UnsetType = UNSET
@@ -59,7 +61,7 @@ class Part(Struct):
             raise ValueError("a part needs `text`, `thinking`, or `id`, `name` and `arguments`")
 
 
-class Usage(Struct):
+class Usage(Struct, gc=False):
     """Either the 0.1-0.3A character counts or the 0.3B+ token counts, all integers."""
 
     latency: int
@@ -93,7 +95,7 @@ class Usage(Struct):
             )
 
 
-class ToolResult(Struct):
+class ToolResult(Struct, gc=False):
     """Externally tagged: exactly one of `Ok` or `Err`."""
 
     Ok: str | UnsetType = UNSET

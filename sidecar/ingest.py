@@ -26,9 +26,10 @@ class Ingest:
         self._max_events = max_pending_events
         self._max_bytes = max_pending_bytes
         self._events: list[Event] = []
-        self._acks: list[asyncio.Future[int] | None] = []  # parallel to _events
+        self._acks: list[tuple[int, asyncio.Future[int]]] = []  # (index in _events, its seq)
         self._rejected: list[Rejected] = []
         self._bytes = 0  # payload bytes received and not yet committed
+        self._queued_bytes = 0  # the part of _bytes not in the batch being committed
         self._in_flight = 0  # events of the batch being committed
         self._writing = False  # a batch (events or rejected lines) is being committed
         self._wakeup = asyncio.Event()
@@ -56,10 +57,14 @@ class Ingest:
 
     def add(self, event: Event, acknowledged: bool = False) -> asyncio.Future[int] | None:
         """Queue an event; with `acknowledged`, a future of its seq, resolved after commit."""
-        ack = asyncio.get_running_loop().create_future() if acknowledged else None
+        ack = None
+        if acknowledged:
+            ack = asyncio.get_running_loop().create_future()
+            self._acks.append((len(self._events), ack))
         self._events.append(event)
-        self._acks.append(ack)
-        self._bytes += len(event.payload)
+        size = len(event.payload)
+        self._bytes += size
+        self._queued_bytes += size
         if len(self._events) >= self._max_events or self._bytes >= self._max_bytes:
             self._room.clear()
         if not self._writing:
@@ -69,6 +74,7 @@ class Ingest:
     def reject(self, rejected: Rejected) -> None:
         self._rejected.append(rejected)
         self._bytes += len(rejected.line)
+        self._queued_bytes += len(rejected.line)
         if not self._writing:
             self._wakeup.set()
 
@@ -121,6 +127,7 @@ class Ingest:
             while self._events or self._rejected:
                 events, acks, rejected = self._events, self._acks, self._rejected
                 self._events, self._acks, self._rejected = [], [], []
+                size, self._queued_bytes = self._queued_bytes, 0
                 self._in_flight, self._writing = len(events), True
                 failure: StoreFailure | None = None
                 try:
@@ -136,6 +143,7 @@ class Ingest:
                 finally:
                     self._in_flight, self._writing = 0, False
                 if failure is not None:
+                    self._queued_bytes += size
                     self._requeue(events, acks, rejected, failure, failures)
                     failures += 1
                     await self._backoff(RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S)) - 1])
@@ -144,7 +152,7 @@ class Ingest:
                     log.warning("store recovered; %d queued events committed", len(events))
                     self.failure = None
                 failures = 0
-                self._committed(events, acks, rejected, seqs)
+                self._committed(events, acks, size, seqs)
             self._notify_settled()
 
     async def _backoff(self, delay: float) -> None:
@@ -155,18 +163,18 @@ class Ingest:
     def _committed(
         self,
         events: list[Event],
-        acks: list[asyncio.Future[int] | None],
-        rejected: list[Rejected],
+        acks: list[tuple[int, asyncio.Future[int]]],
+        size: int,
         seqs: Sequence[int],
     ) -> None:
         self.commits += 1
         self.persisted += len(events)
         if seqs:
             self.last_seq = max(self.last_seq, seqs[-1])
-        for ack, seq in zip(acks, seqs, strict=True):
-            if ack is not None and not ack.done():
-                ack.set_result(seq)
-        self._bytes -= sum(len(e.payload) for e in events) + sum(len(r.line) for r in rejected)
+        for index, ack in acks:
+            if not ack.done():
+                ack.set_result(seqs[index])
+        self._bytes -= size
         if self.queue_depth < self._max_events and self._bytes < self._max_bytes:
             self._room.set()
         self._notify_settled()
@@ -174,7 +182,7 @@ class Ingest:
     def _requeue(
         self,
         events: list[Event],
-        acks: list[asyncio.Future[int] | None],
+        acks: list[tuple[int, asyncio.Future[int]]],
         rejected: list[Rejected],
         failure: StoreFailure,
         earlier_failures: int,
@@ -186,12 +194,11 @@ class Ingest:
                 failure,
                 len(events) + len(self._events),
             )
-        for ack in acks:  # answered -32001 now; the event itself stays queued
-            if ack is not None and not ack.done():
+        for _, ack in acks:  # answered -32001 now; the event itself stays queued
+            if not ack.done():
                 ack.set_exception(failure)
         self._events = events + self._events
-        answered: list[asyncio.Future[int] | None] = [None] * len(events)
-        self._acks = answered + self._acks
+        self._acks = [(index + len(events), ack) for index, ack in self._acks]
         self._rejected = rejected + self._rejected
         self.failure = failure
         self._notify_settled()

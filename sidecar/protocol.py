@@ -70,7 +70,7 @@ class SessionNotFound(RpcError):
     message = "Session not found"
 
 
-class Envelope(msgspec.Struct):
+class Envelope(msgspec.Struct, gc=False):  # decoded JSON: no cycles, untracked
     """One decoded message. Loose types on purpose: wrong types become -32600, not a crash.
 
     `id` stays UNSET when absent, so a notification differs from `"id": null`;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from typing import Protocol
 
 from sidecar.config import Settings
@@ -148,7 +149,14 @@ class Server:
         return EXIT_OK
 
 
+# The store's thread releases the GIL inside SQLite and must take it back after each
+# statement while the event loop parses; at the default 5 ms switch interval it idles
+# behind the parser. 0.2 ms measured ~13% more events/s end to end (bench/ingest.py).
+GIL_SWITCH_INTERVAL_S = 0.0002
+
+
 async def serve(settings: Settings, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     store = open_store(settings)
     try:
         await store.open()
