@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import __version__
-from sidecar.config import DEFAULT_MAX_LINE_BYTES, Settings, default_db_path
+from sidecar.config import BACKENDS, DEFAULT_MAX_LINE_BYTES, Settings, default_db_path, default_jsonl_dir
 
 EXIT_USAGE = 2
 
@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sqlite",
+        help="where sessions are kept: sqlite (one database file, the default), jsonl (one "
+        "<session_id>.jsonl file per session, the Rust crate's layout) or memory (gone at exit)",
+    )
+    parser.add_argument(
         "--db",
         type=Path,
         default=None,
@@ -39,11 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Created 0600, with missing directories 0700.",
     )
     parser.add_argument(
+        "--jsonl-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory of the jsonl backend (env MICROAGENTS_JSONL_DIR; default "
+        "~/.microagents/sessions). Created 0700; files 0600.",
+    )
+    parser.add_argument(
         "--durability",
         choices=("normal", "full"),
         default="normal",
-        help="normal: WAL with synchronous=NORMAL, as the Rust crate; a committed event "
-        "survives the process being killed. full: synchronous=FULL, also survives power loss.",
+        help="normal: a committed event survives the process being killed (sqlite: WAL with "
+        "synchronous=NORMAL, as the Rust crate). full: it also survives power loss "
+        "(sqlite: synchronous=FULL; jsonl: one fsync per file per batch).",
     )
     parser.add_argument(
         "--max-line-bytes",
@@ -85,9 +101,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
+    """Settings from parsed options; an option meant for another backend is a usage error
+    (exit 2) rather than silently ignored."""
+    if args.db is not None and args.backend != "sqlite":
+        parser.error(f"--db is an option of the sqlite backend, not of {args.backend}")
+    if args.jsonl_dir is not None and args.backend != "jsonl":
+        parser.error(f"--jsonl-dir is an option of the jsonl backend, not of {args.backend}")
     return Settings(
+        backend=args.backend,
         db_path=(args.db or default_db_path()).expanduser(),
+        jsonl_dir=(args.jsonl_dir or default_jsonl_dir()).expanduser(),
         durability=args.durability,
         max_line_bytes=args.max_line_bytes,
         busy_timeout_ms=int(args.lock_timeout * 1000),
@@ -119,9 +143,10 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     configure_logging(args.log_level)
-    settings = settings_from(args)
+    settings = settings_from(args, parser)
     from sidecar.server import serve
 
     try:

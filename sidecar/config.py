@@ -10,12 +10,21 @@ import msgspec
 DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
+BACKENDS = ("sqlite", "jsonl", "memory")
+
+
 def default_db_path() -> Path:
     return Path(os.environ.get("MICROAGENTS_DB") or Path.home() / ".microagents" / "sessions.db")
 
 
+def default_jsonl_dir() -> Path:
+    return Path(os.environ.get("MICROAGENTS_JSONL_DIR") or Path.home() / ".microagents" / "sessions")
+
+
 class Settings(msgspec.Struct, kw_only=True):
+    backend: str = "sqlite"  # one of BACKENDS
     db_path: Path = msgspec.field(default_factory=default_db_path)
+    jsonl_dir: Path = msgspec.field(default_factory=default_jsonl_dir)
     durability: str = "normal"  # "normal" (WAL, synchronous=NORMAL) or "full"
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     busy_timeout_ms: int = 5000

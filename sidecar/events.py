@@ -8,7 +8,7 @@ accepts any mix of generations, as the contract asks. No I/O here.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -222,6 +222,7 @@ def decode_event(method: str, params: bytes | msgspec.Raw) -> tuple[Base, int]:
 
 
 class _StoredParams(Struct):
+    session_id: str
     timestamp: str
 
 
@@ -233,12 +234,18 @@ class _Stored(Struct):
 _stored_decoder = msgspec.json.Decoder(_Stored)
 
 
-def stored_keys(payload: str | bytes) -> tuple[str, int] | None:
-    """Method and instant of a stored notification (rows another writer inserted); None if
+class StoredKeys(NamedTuple):
+    session_id: str
+    method: str
+    timestamp_ns: int  # clamped to int64, as stored
+
+
+def stored_keys(payload: str | bytes) -> StoredKeys | None:
+    """What orders and finds a stored notification (one another writer wrote); None if
     the payload is not a readable notification."""
     try:
         stored = _stored_decoder.decode(payload)
-        return stored.method, parse_ns(stored.params.timestamp)
+        return StoredKeys(stored.params.session_id, stored.method, parse_ns(stored.params.timestamp))
     except (msgspec.DecodeError, RecursionError, TimestampError):
         return None
 

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import pytest
 
 from sidecar import cli
+from sidecar.config import Settings
 
 
 async def answer() -> int:
@@ -26,12 +28,38 @@ def test_the_daemon_falls_back_to_the_standard_loop_without_uvloop(
     assert cli.run(answer) == 7
 
 
-def test_settings_follow_the_options(tmp_path: object) -> None:
-    args = cli.build_parser().parse_args(
-        ["--db", "~/x.db", "--durability", "full", "--max-line-bytes", "10", "--lock-timeout", "0.5"]
-    )
-    settings = cli.settings_from(args)
+def parse(*argv: str) -> Settings:
+    parser = cli.build_parser()
+    return cli.settings_from(parser.parse_args(argv), parser)
+
+
+def test_settings_follow_the_options() -> None:
+    settings = parse("--db", "~/x.db", "--durability", "full", "--max-line-bytes", "9", "--lock-timeout", "1")
+    assert settings.backend == "sqlite"
     assert settings.db_path.name == "x.db" and "~" not in str(settings.db_path)
     assert settings.durability == "full"
-    assert settings.max_line_bytes == 10
-    assert settings.busy_timeout_ms == 500
+    assert settings.max_line_bytes == 9
+    assert settings.busy_timeout_ms == 1000
+
+
+def test_the_jsonl_directory_comes_from_the_option_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MICROAGENTS_JSONL_DIR", str(tmp_path / "env"))
+    assert parse("--backend", "jsonl").jsonl_dir == tmp_path / "env"
+    assert parse("--backend", "jsonl", "--jsonl-dir", str(tmp_path / "opt")).jsonl_dir == tmp_path / "opt"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--backend", "jsonl", "--db", "x.db"],
+        ["--backend", "memory", "--db", "x.db"],
+        ["--jsonl-dir", "d"],
+        ["--backend", "postgres-someday"],
+    ],
+)
+def test_an_option_of_another_backend_is_a_usage_error(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse(*argv)
+    assert exited.value.code == 2

@@ -178,6 +178,7 @@ def test_params_that_are_not_an_object_are_invalid() -> None:
 
 def test_stored_keys_read_method_and_instant_from_a_stored_notification() -> None:
     payload = json.dumps({"jsonrpc": "2.0", "method": "skill.load", "params": {**TURN, "skill_name": "x"}})
-    assert stored_keys(payload) == ("skill.load", 1780841001482913577)
+    assert stored_keys(payload) == ("s", "skill.load", 1780841001482913577)
     assert stored_keys(b"not json") is None
-    assert stored_keys('{"jsonrpc":"2.0","method":"x","params":{"timestamp":"never"}}') is None
+    bad_time = '{"jsonrpc":"2.0","method":"x","params":{"session_id":"s","timestamp":"never"}}'
+    assert stored_keys(bad_time) is None

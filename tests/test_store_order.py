@@ -19,7 +19,7 @@ def order(stamps: list[str], query: SessionQuery) -> list[int]:
         payload = line(prompt("s", stamp, text=str(i))).rstrip(b"\n")
         keys = stored_keys(payload)
         assert keys is not None
-        rows.append((keys[1], payload))
+        rows.append((keys.timestamp_ns, payload))
     return [int(msgspec.json.decode(p)["params"]["prompt"]) for p in time_ordered(rows, query)]
 
 

@@ -7,12 +7,22 @@ from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailur
 
 
 def open_store(settings: Settings) -> Store:
-    """The store the settings name, not yet opened."""
+    """The store the settings name, not yet opened. Backends are imported on demand:
+    only the chosen one's dependencies are on the start-up path."""
+    full = settings.durability == "full"
+    if settings.backend == "memory":
+        from sidecar.store.memory import MemoryStore
+
+        return MemoryStore()
+    if settings.backend == "jsonl":
+        from sidecar.store.jsonl import JsonlStore
+
+        return JsonlStore(settings.jsonl_dir, fsync=full, lock_timeout_s=settings.busy_timeout_ms / 1000)
     from sidecar.store.sqlite import SqliteStore
 
     return SqliteStore(
         settings.db_path,
-        synchronous="FULL" if settings.durability == "full" else "NORMAL",
+        synchronous="FULL" if full else "NORMAL",
         busy_timeout_ms=settings.busy_timeout_ms,
     )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from msgspec.structs import astuple
 
 from sidecar.events import stored_keys
 from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailure, time_ordered
+from sidecar.store.files import create_private_file
 from sidecar.timestamps import MIN_NS, clamp
 
 log = logging.getLogger("sidecar")
@@ -71,17 +71,6 @@ CACHED_STATEMENTS = 16
 _INSERT_REJECTED = "INSERT INTO quarantine (received_at, line, reason) VALUES (?, ?, ?)"
 _UNKEYED = "SELECT id, payload FROM events WHERE session_id = ? AND timestamp_ns IS NULL"
 _SET_KEYS = "UPDATE events SET timestamp_ns = ?, method = ? WHERE id = ?"
-
-
-def create_private_file(path: Path) -> None:
-    """Create missing directories 0700 and the file 0600: transcripts hold secrets."""
-    missing = [parent for parent in reversed(path.parents) if not parent.exists()]
-    for directory in missing:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(path, 0o600)
 
 
 class SqliteStore(Store):
@@ -204,7 +193,7 @@ class SqliteStore(Store):
                 log.warning("events row %d holds no readable notification; it is not served", row_id)
                 updates.append((MIN_NS, None, row_id))
             else:
-                updates.append((keys[1], keys[0], row_id))
+                updates.append((keys.timestamp_ns, keys.method, row_id))
         if updates:
             await self.db.executemany(_SET_KEYS, updates)
 
