@@ -100,13 +100,17 @@ class Daemon:
 
     def read_line(self, timeout: float = WAIT_S) -> Any:
         """The next response line, decoded (an object or a batch array)."""
+        return json.loads(self.read_raw_line(timeout))
+
+    def read_raw_line(self, timeout: float = WAIT_S) -> bytes:
+        """The next response line as the daemon wrote it."""
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
             raise AssertionError(f"no response within {timeout}s; stderr: {self.stderr}") from None
         if not line:
             raise AssertionError(f"stdout closed; stderr: {self.stderr}")
-        return json.loads(line)
+        return line
 
     def response(self, request_id: Any, timeout: float = WAIT_S) -> Any:
         """The response with this id; others read meanwhile are kept for later."""

@@ -1,0 +1,258 @@
+"""One contract for every store backend, checked through the real daemon.
+
+Each test runs once per backend (the `backend` fixture): sqlite, jsonl and memory today;
+a new backend joins by adding a class to tests/backends.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from backends import Backend
+from daemon import Daemon
+from events import USAGE_TOKENS, init, line, notification, prompt, response, stop, vectors
+
+
+def ts(second: float) -> str:
+    whole, fraction = divmod(round(second * 1_000_000_000), 1_000_000_000)
+    return f"2026-06-07T14:{whole // 60:02d}:{whole % 60:02d}.{fraction:09d}Z"
+
+
+def params_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event["params"] for event in events]
+
+
+def read(daemon: Daemon, session_id: str, **filters: Any) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = daemon.result("storage.get_session", {"session_id": session_id, **filters})
+    return events
+
+
+def raw_read(daemon: Daemon, session_id: str) -> bytes:
+    """The whole get_session response line as the daemon wrote it."""
+    request = {
+        "jsonrpc": "2.0",
+        "id": "raw",
+        "method": "storage.get_session",
+        "params": {"session_id": session_id},
+    }
+    daemon.send(request)
+    return daemon.read_raw_line()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Any:
+    with backend.daemon() as daemon:
+        yield daemon
+
+
+# --- the Rust crate's own scenarios -------------------------------------------------------
+
+
+def test_a_new_session_reads_back_its_one_init_event(store: Daemon) -> None:
+    store.send(init("s1"))
+    assert read(store, "s1") == [init("s1")]
+
+
+def test_init_prompt_response_stop_read_back_as_four_events_in_order(store: Daemon) -> None:
+    sent = [init("s1", ts(0)), prompt("s1", ts(1)), response("s1", ts(2)), stop("s1", ts(3))]
+    store.send(*sent)
+    assert read(store, "s1") == sent
+
+
+# --- one contract where the Rust backends differed -----------------------------------------
+
+
+def test_an_event_of_a_session_without_init_is_stored(store: Daemon) -> None:
+    store.send(prompt("orphan", ts(1)))
+    assert read(store, "orphan") == [prompt("orphan", ts(1))]
+
+
+def test_a_second_init_is_appended_not_replacing_the_first(store: Daemon) -> None:
+    resumed = init("s", ts(1))
+    resumed["params"]["init_type"] = "Resume"
+    store.send(init("s", ts(0)), resumed)
+    assert read(store, "s") == [init("s", ts(0)), resumed]
+
+
+def test_an_unknown_session_reads_as_an_empty_array(store: Daemon) -> None:
+    store.send(init("known"))
+    assert read(store, "unknown") == []
+    assert raw_read(store, "unknown") == b'{"jsonrpc":"2.0","id":"raw","result":[]}\n'
+
+
+def test_a_session_whose_events_are_all_filtered_out_reads_as_empty(store: Daemon) -> None:
+    store.send(init("s", ts(0)))
+    assert read(store, "s", methods=["tool.*"]) == []
+    assert read(store, "s", after=ts(5)) == []
+
+
+# --- ordering ------------------------------------------------------------------------------
+
+ORDERINGS = [
+    pytest.param([ts(3), ts(1), ts(2)], [1, 2, 0], id="out-of-order"),
+    pytest.param([ts(1), ts(1), ts(1)], [0, 1, 2], id="equal-keep-arrival"),
+    pytest.param(
+        ["2026-06-07T14:00:00.000000300Z", "2026-06-07T14:00:00.000000001Z", "2026-06-07T14:00:00Z"],
+        [2, 1, 0],
+        id="nanoseconds",
+    ),
+    pytest.param(
+        ["2026-06-07T10:00:00+02:00", "2026-06-07T09:00:00Z", "2026-06-07T08:30:00-00:45"],
+        [0, 1, 2],
+        id="offsets-as-instants",
+    ),
+    pytest.param(
+        ["2400-01-01T00:00:00Z", "1500-01-01T00:00:00Z", "2300-01-01T00:00:00Z"], [1, 2, 0], id="far-years"
+    ),
+]
+
+
+@pytest.mark.parametrize(("stamps", "expected"), ORDERINGS)
+def test_events_read_back_ordered_by_instant_stable_on_arrival(
+    store: Daemon, stamps: list[str], expected: list[int]
+) -> None:
+    store.send(*(prompt("o", stamp, text=str(i)) for i, stamp in enumerate(stamps)))
+    assert [int(p["prompt"]) for p in params_of(read(store, "o"))] == expected
+
+
+def test_filters_apply_after_then_methods_then_last(store: Daemon) -> None:
+    sent = [init("f", ts(0)), prompt("f", ts(1)), response("f", ts(2)), prompt("f", ts(3)), stop("f", ts(4))]
+    store.send(*reversed(sent))
+    assert read(store, "f", after=ts(1)) == sent[2:]
+    assert read(store, "f", methods=["user.*"]) == [sent[1], sent[3]]
+    assert read(store, "f", after=ts(1), methods=["user.prompt.submit", "session.*"], last=1) == [sent[4]]
+    assert read(store, "f", last=2) == sent[3:]
+
+
+# --- what is stored is what was sent -------------------------------------------------------
+
+
+def test_every_protocol_generation_is_stored_and_served_byte_for_byte(store: Daemon) -> None:
+    lines = vectors()
+    store.send_raw(b"".join(line + b"\n" for line in lines))
+    sessions = {json.loads(line)["params"]["session_id"] for line in lines}
+    served = b"".join(raw_read(store, session_id) for session_id in sessions)
+    for sent in lines:
+        params = sent[sent.index(b'"params":') + len(b'"params":') : -1]
+        assert params in served
+    assert store.result("storage.stats")["rejected"] == 0
+
+
+def test_params_keep_their_bytes_whitespace_key_order_escapes_and_unknown_keys(store: Daemon) -> None:
+    params = (
+        b'{ "timestamp" : "2026-06-07T14:00:00Z", "session_id":"b", "turn_id":"t",'
+        b' "prompt":"caf\\u00e9 \\ud83d\\ude00 \\/ 1e3", "zz_unknown": {"n": 1.50, "list": [1 , 2]} }'
+    )
+    store.send_raw(b'{"method":"user.prompt.submit","params":' + params + b',"jsonrpc":"2.0"}\n')
+    served = raw_read(store, "b")
+    assert (
+        served
+        == b'{"jsonrpc":"2.0","id":"raw","result":[{"jsonrpc":"2.0","method":"user.prompt.submit","params":'
+        + params
+        + b"}]}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["astral 😀𝄞 and 中文", "line\u2028separator\u2029paragraph", 'nul-free \t tab \\ backslash "quote"'],
+    ids=["astral", "u2028", "escapes"],
+)
+def test_unicode_text_survives_the_round_trip(store: Daemon, text: str) -> None:
+    store.send(prompt("u", ts(1), text=text))
+    assert params_of(read(store, "u"))[0]["prompt"] == text
+    assert line(prompt("u", ts(1), text=text)) in raw_read(store, "u")
+
+
+def test_a_ten_megabyte_tool_result_is_stored_and_served_whole(store: Daemon) -> None:
+    big = "x" * (10 * 1024 * 1024)
+    result = notification(
+        "tool.result", session_id="big", turn_id="t", result={"Ok": big}, tool_call_id="c", timestamp=ts(1)
+    )
+    store.send(init("big", ts(0)), result)
+    events = read(store, "big")
+    assert len(events) == 2 and events[1]["params"]["result"]["Ok"] == big
+
+
+# --- many sessions, acknowledgements, counters ---------------------------------------------
+
+
+def test_many_interleaved_sessions_each_read_back_alone_and_in_order(store: Daemon) -> None:
+    sessions = [f"s{n:02d}" for n in range(40)]
+    store.send(*(prompt(s, ts(i), text=f"{s}-{i}") for i in range(25) for s in sessions))
+    for session_id in sessions:
+        assert [p["prompt"] for p in params_of(read(store, session_id))] == [
+            f"{session_id}-{i}" for i in range(25)
+        ]
+    assert store.result("storage.stats")["sessions"] == 40
+
+
+def test_events_sent_as_requests_are_acknowledged_with_increasing_seqs(store: Daemon) -> None:
+    first = store.result("user.prompt.submit", prompt("a", ts(1))["params"])
+    store.send(prompt("a", ts(2)))
+    second = store.result("user.prompt.submit", prompt("a", ts(3))["params"])
+    assert first["session_id"] == second["session_id"] == "a"
+    assert second["seq"] == first["seq"] + 2
+    assert store.result("storage.flush") == {"seq": second["seq"]}
+
+
+def test_info_names_the_backend_and_stats_count_what_came_in(store: Daemon, backend: Backend) -> None:
+    store.send(init("s"), b"not json", notification("no.such.method", session_id="s"))
+    stats = store.result("storage.stats")
+    assert (stats["received"], stats["persisted"], stats["rejected"]) == (4, 1, 2)  # 4: with itself
+    assert store.result("storage.info")["backend"] == backend.name
+
+
+# --- quarantine ----------------------------------------------------------------------------
+
+
+def test_rejected_lines_are_kept_in_quarantine_and_valid_neighbours_stored(backend: Backend) -> None:
+    garbage = [
+        b"{not json",
+        b'{"jsonrpc":"2.0","method":"user.prompt.submit","params":{"session_id":"q"}}',
+        b"\xff\xfe",
+    ]
+    with backend.daemon() as daemon:
+        daemon.send(prompt("q", ts(1)))
+        daemon.send_raw(b"\n".join(garbage) + b"\n")
+        daemon.send(prompt("q", ts(2)))
+        assert len(read(daemon, "q")) == 2
+        assert daemon.result("storage.stats")["rejected"] == 3
+        assert daemon.close() == 0
+    if backend.persistent:
+        assert backend.quarantined() == garbage
+
+
+# --- restarts ------------------------------------------------------------------------------
+
+
+def test_a_restarted_daemon_serves_what_the_last_one_stored_and_appends_to_it(backend: Backend) -> None:
+    with backend.daemon() as daemon:
+        daemon.send(init("r", ts(0)), prompt("r", ts(2)))
+        assert daemon.close() == 0
+    with backend.daemon() as daemon:
+        daemon.send(prompt("r", ts(1)))
+        expected = [init("r", ts(0)), prompt("r", ts(1)), prompt("r", ts(2))]
+        assert read(daemon, "r") == (expected if backend.persistent else [prompt("r", ts(1))])
+        assert daemon.close() == 0
+
+
+def test_usage_and_structured_results_of_later_generations_round_trip(store: Daemon) -> None:
+    parts = [
+        {"thinking": "hm", "signature": None},
+        {"text": "done"},
+        {"id": "c", "name": "n", "arguments": "{}"},
+    ]
+    final = notification(
+        "session.stop",
+        session_id="g",
+        success=True,
+        result=parts,
+        error=None,
+        usage=USAGE_TOKENS,
+        timestamp=ts(2),
+    )
+    store.send(init("g", ts(0)), final)
+    assert read(store, "g")[1] == final
