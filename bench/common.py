@@ -53,9 +53,12 @@ def fresh_db(name: str) -> Path:
 
 def spawn_daemon(db: Path, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
     """The daemon on `db`, stdin a pipe; stderr is inherited so its logs show up."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "--db", str(db)], stdin=subprocess.PIPE, stdout=stdout
-    )
+    return spawn_with(["--db", str(db)], stdout)
+
+
+def spawn_with(args: list[str], stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """The daemon with these store options, stdin a pipe, stderr inherited."""
+    return subprocess.Popen([sys.executable, "-m", "sidecar", *args], stdin=subprocess.PIPE, stdout=stdout)
 
 
 def count_rows(db: Path) -> int:

@@ -209,3 +209,18 @@ def test_a_lock_held_too_long_is_storage_unavailable_and_the_events_wait(tmp_pat
     finally:
         os.close(holder)
     assert len((directory / "l.jsonl").read_bytes().splitlines()) == 1
+
+
+def test_a_reader_sees_lines_another_process_appends_and_a_file_rewritten_under_it(tmp_path: Path) -> None:
+    directory = tmp_path / "sessions"
+    with jsonl_daemon(directory) as reader:
+        reader.send(init("w", "2026-01-01T00:00:00Z"))
+        assert len(reader.result("storage.get_session", {"session_id": "w"})) == 1
+        with jsonl_daemon(directory) as writer:
+            writer.send(prompt("w", "2026-01-01T00:00:01Z"))
+            assert writer.close() == 0
+        assert len(reader.result("storage.get_session", {"session_id": "w"})) == 2
+        (directory / "w.jsonl").write_bytes(line(response("w", "2026-01-01T00:00:05Z")) + b"\n")
+        events = reader.result("storage.get_session", {"session_id": "w"})
+        assert [e["method"] for e in events] == ["assistant.response"]
+        assert reader.close() == 0

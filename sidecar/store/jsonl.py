@@ -8,6 +8,10 @@ reached, so a retry never duplicates events. A line that is not a readable notif
 (a torn write from a killed process, a hand edit) is skipped with a warning; before
 appending after such a tail, a newline closes it so the new line stays whole.
 
+Files are taken to be append-only: a read parses only what was appended since the last
+read of that session (parsed events are kept, up to CACHE_BYTES); a file replaced, cut
+short or rewritten so that a known line end moved is parsed again from the start.
+
 Ids that are not plain file names never reach the file system as they are (`file_name`).
 The store-wide sequence number lives in `.seq`, rejected input in `.quarantine.jsonl`.
 """
@@ -24,8 +28,10 @@ import logging
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -43,6 +49,7 @@ MAX_NAME_BYTES = 200
 # Letters, digits, `.`, `_`, `-`; not starting with a dot, no `..`: the Rust crate's names.
 _PLAIN_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9_-][A-Za-z0-9._-]*", re.ASCII)
 _LOCK_POLL_S = 0.005
+CACHE_BYTES = 64 * 1024 * 1024  # parsed events kept between reads
 
 
 def file_name(session_id: str) -> str:
@@ -71,6 +78,8 @@ class JsonlStore(Store):
         self._lock_timeout_s = lock_timeout_s
         self._lock_fd = -1
         self._warned: set[tuple[str, int]] = set()  # (file, line number) already reported
+        self._parsed: OrderedDict[str, _Parsed] = OrderedDict()  # by file name, least recent first
+        self._parsed_bytes = 0
 
     async def open(self) -> None:
         try:
@@ -178,25 +187,43 @@ class JsonlStore(Store):
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _read(self, session_id: str) -> list[Event]:
+        """The session's events in file order. Files are append-only, so what was parsed
+        before is kept (`_parsed`) and only bytes appended since are parsed again."""
         name = file_name(session_id)
         try:
-            data = (self.directory / name).read_bytes()
+            with open(self.directory / name, "rb") as file:
+                identity = os.fstat(file.fileno()).st_ino
+                known = self._parsed.pop(name, None)
+                if known is None or known.inode != identity or not _still_ends_a_line(file, known.offset):
+                    known = _Parsed(identity)  # new, replaced or rewritten: parse it all
+                file.seek(known.offset)
+                tail = file.read()
         except FileNotFoundError:
             return []
+        end = tail.rfind(b"\n") + 1  # a last line without its newline may still be growing
         hashed = name.startswith("~~")  # shared by any ids with the same hash: check each line
-        events = []
-        for number, line in enumerate(data.split(b"\n"), 1):
+        for line in tail[:end].split(b"\n")[:-1]:
+            known.lines += 1
             line = line.removesuffix(b"\r")
             if not line:
                 continue
             keys = stored_keys(line) if _is_utf8(line) else None
             if keys is None:
-                self._warn_unreadable(name, number)
-                continue
-            if hashed and keys.session_id != session_id:
-                continue
-            events.append(Event(session_id, line, keys.timestamp_ns, keys.method))
-        return events
+                self._warn_unreadable(name, known.lines)
+            elif not hashed or keys.session_id == session_id:
+                known.events.append(Event(session_id, line, keys.timestamp_ns, keys.method))
+                known.size += len(line)
+        known.offset += end
+        self._remember(name, known)
+        return list(known.events)  # a copy: a later read appends to the kept list
+
+    def _remember(self, name: str, parsed: _Parsed) -> None:
+        """Keep the most recently read sessions' parsed events, up to CACHE_BYTES."""
+        self._parsed[name] = parsed
+        self._parsed_bytes = sum(p.size for p in self._parsed.values())
+        while self._parsed_bytes > CACHE_BYTES and len(self._parsed) > 1:
+            _, oldest = self._parsed.popitem(last=False)
+            self._parsed_bytes -= oldest.size
 
     def _warn_unreadable(self, name: str, number: int) -> None:
         if (name, number) not in self._warned:
@@ -206,6 +233,25 @@ class JsonlStore(Store):
     def _count_sessions(self) -> int:
         with os.scandir(self.directory) as entries:
             return sum(1 for e in entries if e.name.endswith(SUFFIX) and not e.name.startswith("."))
+
+
+class _Parsed:
+    """What was parsed of one session file: its events up to `offset` (a line boundary)."""
+
+    def __init__(self, inode: int) -> None:
+        self.inode = inode
+        self.offset = 0
+        self.lines = 0
+        self.size = 0  # payload bytes held
+        self.events: list[Event] = []
+
+
+def _still_ends_a_line(file: BinaryIO, offset: int) -> bool:
+    """Whether the byte before `offset` is still the newline parsed there before."""
+    if offset == 0:
+        return True
+    file.seek(offset - 1)
+    return file.read(1) == b"\n"
 
 
 def _quarantine_line(rejected: Rejected) -> bytes:
