@@ -16,11 +16,20 @@ import msgspec
 from msgspec import Meta, Struct
 
 from sidecar import __version__
-from sidecar.events import EVENT_METHODS, PROTOCOL_VERSIONS
+from sidecar.events import EVENT_METHODS, PROTOCOL_VERSIONS, NonEmpty, stored_keys
 from sidecar.ingest import Ingest
-from sidecar.protocol import InvalidParams
-from sidecar.store.base import SessionQuery, StoreFailure
-from sidecar.timestamps import TimestampError, parse_instant
+from sidecar.protocol import InvalidParams, SessionNotFound
+from sidecar.store.base import (
+    Event,
+    ListQuery,
+    SearchHit,
+    SearchQuery,
+    SessionQuery,
+    SessionSummary,
+    StoreFailure,
+)
+from sidecar.store.search import query_terms
+from sidecar.timestamps import TimestampError, now_rfc3339, parse_instant, parse_ns
 
 METHOD_PATTERN = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(\.\*)?$"
 
@@ -38,6 +47,27 @@ class GetSessionParams(Struct, forbid_unknown_fields=True):
     after: str | None = None
     methods: list[Annotated[str, Meta(pattern=METHOD_PATTERN)]] | None = None
     last: Annotated[int, Meta(ge=1)] | None = None
+
+
+class ListSessionsParams(Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, Meta(ge=1)] = 100
+    before: str | None = None
+    query: str | None = None
+
+
+class SessionParams(Struct, forbid_unknown_fields=True):
+    session_id: NonEmpty
+
+
+class ForkParams(Struct, forbid_unknown_fields=True):
+    session_id: NonEmpty
+    new_session_id: NonEmpty | None = None
+
+
+class SearchParams(Struct, forbid_unknown_fields=True):
+    query: str
+    session_id: str | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 20
 
 
 class Stats(msgspec.Struct):
@@ -72,6 +102,10 @@ class Handlers:
         self._request_shutdown = request_shutdown
         self.methods: dict[str, Method] = {
             "storage.get_session": Method(GetSessionParams, self.get_session, "session_id"),
+            "storage.list_sessions": Method(ListSessionsParams, self.list_sessions),
+            "storage.delete_session": Method(SessionParams, self.delete_session, "session_id"),
+            "storage.fork_session": Method(ForkParams, self.fork_session, "session_id"),
+            "storage.search": Method(SearchParams, self.search, "query"),
             "storage.flush": Method(NoParams, self.flush),
             "storage.info": Method(NoParams, self.info),
             "storage.stats": Method(NoParams, self.stats_),
@@ -87,6 +121,44 @@ class Handlers:
         await self.ingest.drain()
         payloads = await self.store.read_session(params.session_id, query)
         return EncodedArray(payloads)
+
+    async def list_sessions(self, params: ListSessionsParams) -> list[SessionSummary]:
+        query = ListQuery(limit=params.limit, before_ns=_instant("before", params.before), text=params.query)
+        await self.ingest.drain()
+        return await self.store.list_sessions(query)
+
+    async def delete_session(self, params: SessionParams) -> dict[str, int]:
+        await self.ingest.drain()  # what is queued for it goes too
+        return {"deleted": await self.store.delete_session(params.session_id)}
+
+    async def fork_session(self, params: ForkParams) -> dict[str, Any]:
+        """The microagents CLI's fork: every parent event but `session.fork`, with the new
+        id and their own timestamps, then a `session.fork` event stamped now."""
+        await self.ingest.drain()
+        parent = await self.store.read_session(params.session_id, SessionQuery())
+        if not parent:
+            raise SessionNotFound(f"no events in session {params.session_id!r}", session_id=params.session_id)
+        import uuid  # here, not at start-up: forks are rare
+
+        new_id = params.new_session_id or str(uuid.uuid4())
+        if await self.store.read_session(new_id, SessionQuery(last=1)):
+            raise InvalidParams(f"session {new_id!r} already has events", field="new_session_id")
+        copied = [copy for copy in (_with_session_id(payload, new_id) for payload in parent) if copy]
+        for event in copied:
+            self.ingest.add(event)
+        stamp = now_rfc3339()
+        fork = {"session_id": new_id, "parent_session_id": params.session_id, "timestamp": stamp}
+        payload = msgspec.json.encode({"jsonrpc": "2.0", "method": "session.fork", "params": fork})
+        self.ingest.add(Event(new_id, payload, parse_ns(stamp), "session.fork"))
+        await self.ingest.drain()
+        return {"session_id": new_id, "copied": len(copied)}
+
+    async def search(self, params: SearchParams) -> list[SearchHit]:
+        terms = query_terms(params.query)
+        if not terms:
+            raise InvalidParams("the query has no words to search for", field="query")
+        await self.ingest.drain()
+        return await self.store.search(SearchQuery(terms, params.session_id, params.limit))
 
     async def flush(self, _: NoParams) -> dict[str, int]:
         return {"seq": await self.ingest.drain()}
@@ -116,8 +188,22 @@ class Handlers:
         }
 
     async def shutdown(self, _: NoParams) -> None:
-        await self.ingest.drain()
+        """Answered null once what came before is committed, or at once while the store
+        fails: the daemon then stops, retrying for the shutdown timeout, and exits 1 if
+        events remain unstored (they are named on stderr)."""
+        with contextlib.suppress(StoreFailure):
+            await self.ingest.drain()
         self._request_shutdown()
+
+
+def _with_session_id(payload: bytes, session_id: str) -> Event | None:
+    """A copy of a stored event for another session (None for a `session.fork` event)."""
+    keys = stored_keys(payload)
+    if keys is None or keys.method == "session.fork":
+        return None
+    message = msgspec.json.decode(payload)
+    message["params"]["session_id"] = session_id
+    return Event(session_id, msgspec.json.encode(message), keys.timestamp_ns, keys.method)
 
 
 def _instant(field: str, text: str | None) -> int | None:

@@ -162,6 +162,7 @@ async def serve(settings: Settings, stdin_fd: int = 0, stdout_fd: int = 1) -> in
         await store.open()
     except StoreFailure as exc:
         log.error("%s", exc)
+        await store.close()
         return EXIT_STORE_FAILED
     server = Server(settings, store, stdin_fd, stdout_fd)
     return await server.run()

@@ -256,3 +256,144 @@ def test_usage_and_structured_results_of_later_generations_round_trip(store: Dae
     )
     store.send(init("g", ts(0)), final)
     assert read(store, "g")[1] == final
+
+
+# --- managing sessions: list, delete, fork, search -----------------------------------------
+
+
+def tool_result(session_id: str, timestamp: str, **result: str) -> dict[str, Any]:
+    return notification(
+        "tool.result",
+        session_id=session_id,
+        turn_id="t1",
+        result=result,
+        tool_call_id="c1",
+        timestamp=timestamp,
+    )
+
+
+def content_response(session_id: str, timestamp: str, text: str) -> dict[str, Any]:
+    parts = [{"thinking": "hmm", "signature": None}, {"text": text}]
+    return notification(
+        "assistant.response", session_id=session_id, turn_id="t1", content=parts, timestamp=timestamp
+    )
+
+
+def test_list_sessions_summarises_each_session_newest_activity_first(store: Daemon) -> None:
+    store.send(
+        init("old", ts(0)),
+        prompt("old", ts(1), text="Refactor the   parser\nplease"),
+        stop("old", ts(2)),
+        init("old", ts(3)),  # resumed: active again, a second stop sums usage
+        stop("old", ts(4)),
+        init("new", ts(10)),
+        prompt("new", ts(11)),
+    )
+    summaries = store.result("storage.list_sessions")
+    assert [s["session_id"] for s in summaries] == ["new", "old"]
+    old = summaries[1]
+    assert old["event_count"] == 5
+    assert (old["first_timestamp"], old["last_timestamp"]) == (ts(0), ts(4))
+    assert (old["model"], old["provider"], old["parent_session_id"]) == ("m", "p", None)
+    assert (old["status"], old["success"]) == ("stopped", True)
+    assert old["usage"]["latency"] == 20 and old["usage"]["input_chars"] == 2
+    assert old["title"] == "Refactor the parser please"
+    assert (summaries[0]["status"], summaries[0]["success"]) == ("active", None)
+
+
+def test_list_sessions_pages_with_limit_and_before_and_filters_by_text(store: Daemon) -> None:
+    store.send(*(init(f"s{n}", ts(n)) for n in range(5)), prompt("s1", ts(0.5), text="needle in here"))
+    listed = lambda **params: [s["session_id"] for s in store.result("storage.list_sessions", params)]  # noqa: E731
+    assert listed(limit=2) == ["s4", "s3"]
+    assert listed(limit=2, before=ts(3)) == ["s2", "s1"]
+    assert listed(query="NEEDLE") == ["s1"]
+    assert listed(query="s3") == ["s3"]
+    assert listed(query="nothing like it") == []
+
+
+def test_delete_session_removes_its_events_summary_and_search_entries_only(store: Daemon) -> None:
+    store.send(init("gone", ts(0)), prompt("gone", ts(1), text="zebra"), init("kept", ts(2)))
+    assert store.result("storage.search", {"query": "zebra"})  # indexed before the delete
+    assert store.result("storage.delete_session", {"session_id": "gone"}) == {"deleted": 2}
+    assert read(store, "gone") == []
+    assert [s["session_id"] for s in store.result("storage.list_sessions")] == ["kept"]
+    assert store.result("storage.search", {"query": "zebra"}) == []
+    assert store.result("storage.delete_session", ["nobody"]) == {"deleted": 0}
+    assert read(store, "kept") == [init("kept", ts(2))]
+
+
+def test_fork_copies_every_event_but_forks_then_appends_a_fork_event(store: Daemon) -> None:
+    earlier_fork = notification("session.fork", session_id="p", parent_session_id="gp", timestamp=ts(0.5))
+    parent = [init("p", ts(0)), earlier_fork, prompt("p", ts(1)), response("p", ts(2))]
+    store.send(*parent)
+    result = store.result("storage.fork_session", {"session_id": "p", "new_session_id": "child"})
+    assert result == {"session_id": "child", "copied": 3}
+    events = read(store, "child")
+    copies = [parent[0], parent[2], parent[3]]
+    assert events[:3] == [{**m, "params": {**m["params"], "session_id": "child"}} for m in copies]
+    fork = events[3]
+    assert fork["method"] == "session.fork"
+    assert fork["params"]["session_id"] == "child" and fork["params"]["parent_session_id"] == "p"
+    assert len(fork["params"]["timestamp"]) == len("2026-06-07T14:03:21.123456789Z")
+    assert fork["params"]["timestamp"].endswith("Z")
+    assert read(store, "p") == sorted(parent, key=lambda m: m["params"]["timestamp"])  # untouched
+    child = next(s for s in store.result("storage.list_sessions") if s["session_id"] == "child")
+    assert child["parent_session_id"] == "p" and child["event_count"] == 4
+
+
+def test_fork_without_a_new_id_makes_a_uuid_and_an_unknown_parent_is_session_not_found(store: Daemon) -> None:
+    store.send(init("p", ts(0)))
+    new_id = store.result("storage.fork_session", ["p"])["session_id"]
+    assert len(new_id) == 36 and new_id.count("-") == 4
+    missing = store.request("storage.fork_session", {"session_id": "nobody"})
+    assert missing["error"]["code"] == -32004
+    taken = store.request("storage.fork_session", {"session_id": "p", "new_session_id": "p"})
+    assert taken["error"]["code"] == -32602 and taken["error"]["data"]["field"] == "new_session_id"
+
+
+def test_search_finds_words_in_prompts_answers_tool_results_and_final_results(store: Daemon) -> None:
+    store.send(
+        prompt("a", ts(1), text="Where is the Kestrel config?"),
+        response("a", ts(2), text="The kestrel config lives in etc"),
+        content_response("b", ts(3), "Parts can mention kestrel too"),
+        tool_result("b", ts(4), Ok="file kestrel.toml found"),
+        tool_result("b", ts(5), Err="kestrel permission denied"),
+        stop("c", ts(6), result="final kestrel answer"),
+        prompt("c", ts(7), text="unrelated words"),
+    )
+    hits = store.result("storage.search", {"query": "KESTREL"})
+    assert [(h["session_id"], h["method"]) for h in hits] == [
+        ("c", "session.stop"),
+        ("b", "tool.result"),
+        ("b", "tool.result"),
+        ("b", "assistant.response"),
+        ("a", "assistant.response"),
+        ("a", "user.prompt.submit"),
+    ]
+    assert all("[" in h["snippet"] and "]" in h["snippet"] for h in hits)
+    assert hits[0]["timestamp"] == ts(6)
+    assert [h["session_id"] for h in store.result("storage.search", {"query": "kestrel config"})] == [
+        "a",
+        "a",
+    ]
+    assert len(store.result("storage.search", {"query": "kestrel", "session_id": "b", "limit": 2})) == 2
+    assert store.result("storage.search", {"query": "absent"}) == []
+
+
+def test_search_needs_a_word(store: Daemon) -> None:
+    reply = store.request("storage.search", {"query": " ?! "})
+    assert reply["error"]["code"] == -32602 and reply["error"]["data"]["field"] == "query"
+
+
+def test_summaries_and_search_survive_a_restart(backend: Backend) -> None:
+    if not backend.persistent:
+        pytest.skip("the memory backend keeps nothing across runs, by design")
+    with backend.daemon() as daemon:
+        daemon.send(init("r", ts(0)), prompt("r", ts(1), text="persistent heron"))
+        assert daemon.close() == 0
+    with backend.daemon() as daemon:
+        daemon.send(prompt("r", ts(2)))
+        [summary] = daemon.result("storage.list_sessions")
+        assert summary["event_count"] == 3 and summary["title"] == "persistent heron"
+        assert [h["session_id"] for h in daemon.result("storage.search", ["heron"])] == ["r"]
+        assert daemon.close() == 0

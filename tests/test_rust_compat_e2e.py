@@ -31,7 +31,7 @@ def test_a_database_made_by_the_rust_crate_is_migrated_in_place_and_served(db: P
         assert daemon.close() == 0
 
     check = sqlite3.connect(db)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 3
     assert check.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3
     assert check.execute("SELECT COUNT(*) FROM events WHERE timestamp_ns IS NULL").fetchone()[0] == 0
 
@@ -50,6 +50,45 @@ def test_rows_the_rust_crate_inserts_after_migration_are_served_in_time_order(db
         assert methods(events) == ["session.init", "user.prompt.submit", "assistant.response", "session.stop"]
         last = daemon.result("storage.get_session", {"session_id": "s", "last": 1})
         assert methods(last) == ["session.stop"]
+        assert daemon.close() == 0
+
+
+def test_sessions_the_rust_crate_wrote_are_listed_and_searchable(db: Path) -> None:
+    crate = rust_crate.open_like_the_crate(db)
+    rust_crate.insert(crate, init("before", "2026-06-07T14:03:21Z"))
+    rust_crate.insert(crate, prompt("before", "2026-06-07T14:03:22Z", text="find the albatross"))
+    crate.close()
+    with Daemon(db) as daemon:  # migrated: summaries rebuilt from the crate's rows
+        assert daemon.result("storage.info")
+        crate = rust_crate.open_like_the_crate(db)  # and the crate goes on writing
+        rust_crate.insert(crate, init("after", "2026-06-07T14:03:30Z"))
+        rust_crate.insert(crate, stop("before", "2026-06-07T14:03:25Z", result="albatross found"))
+        crate.close()
+        summaries = {s["session_id"]: s for s in daemon.result("storage.list_sessions")}
+        assert list(summaries) == ["after", "before"]
+        assert summaries["before"]["event_count"] == 3 and summaries["before"]["status"] == "stopped"
+        assert summaries["before"]["title"] == "find the albatross"
+        hits = daemon.result("storage.search", {"query": "albatross"})
+        assert [h["method"] for h in hits] == ["session.stop", "user.prompt.submit"]
+        assert daemon.close() == 0
+
+
+def test_a_schema_2_database_gets_its_summaries_built_on_open(db: Path) -> None:
+    from sidecar.store.sqlite import MIGRATIONS
+
+    old = sqlite3.connect(db)
+    for script in MIGRATIONS[:2]:
+        old.executescript(script)
+    old.execute("PRAGMA user_version = 2")
+    old.execute(
+        "INSERT INTO events (session_id, payload, timestamp_ns, method, created_at) VALUES (?, ?, ?, ?, 0)",
+        ("v2", json.dumps(init("v2")), 1780841001000000001, "session.init"),
+    )
+    old.commit()
+    old.close()
+    with Daemon(db) as daemon:
+        [summary] = daemon.result("storage.list_sessions")
+        assert summary["session_id"] == "v2" and summary["model"] == "m"
         assert daemon.close() == 0
 
 

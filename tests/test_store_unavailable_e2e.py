@@ -56,3 +56,22 @@ def test_an_unopenable_store_exits_3_with_a_clear_message(tmp_path: Path) -> Non
     with Daemon(blocker / "sessions.db") as daemon:
         assert daemon.close() == 3
         assert "cannot open" in daemon.stderr
+
+
+def test_shutdown_while_the_store_fails_is_answered_and_exits_1_naming_what_was_lost(db: Path) -> None:
+    with Daemon(db, "--lock-timeout", "0.1", "--shutdown-timeout", "1") as daemon:
+        assert daemon.result("storage.info")
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        daemon.send(init("stuck"))
+        assert daemon.result("storage.shutdown") is None
+        code = daemon.wait(timeout=30)
+        holder.execute("ROLLBACK")
+        assert code == 1 and "1 events not stored" in daemon.stderr and "stuck" in daemon.stderr
+
+
+def test_a_store_that_cannot_be_opened_leaves_no_traceback(tmp_path: Path) -> None:
+    for _ in range(5):  # aiosqlite's thread once answered into the closed loop, now and then
+        with Daemon(tmp_path) as daemon:  # a directory is no database
+            assert daemon.close() == 3
+            assert "Traceback" not in daemon.stderr and "cannot open" in daemon.stderr

@@ -45,6 +45,44 @@ class SessionQuery(msgspec.Struct, frozen=True):
     last: int | None = None
 
 
+class ListQuery(msgspec.Struct, frozen=True):
+    """Filters of storage.list_sessions: newest activity first."""
+
+    limit: int | None = None
+    before_ns: int | None = None  # only sessions whose last event is earlier
+    text: str | None = None  # a case-insensitive substring of id, model, provider, parent, title
+
+
+class SessionSummary(msgspec.Struct):
+    """One session as storage.list_sessions describes it."""
+
+    session_id: str
+    event_count: int
+    first_timestamp: str | None
+    last_timestamp: str | None
+    model: str | None
+    provider: str | None
+    parent_session_id: str | None
+    status: str  # "active" until the latest of its session.init / session.stop is a stop
+    success: bool | None
+    usage: dict[str, int]
+    title: str | None  # the first prompt, shortened
+
+
+class SearchQuery(msgspec.Struct, frozen=True):
+    terms: tuple[str, ...]  # every one must occur as a word (case-insensitive)
+    session_id: str | None = None
+    limit: int = 20
+
+
+class SearchHit(msgspec.Struct):
+    session_id: str
+    seq: int | None  # None where the backend keeps no per-event seq (jsonl)
+    method: str
+    timestamp: str
+    snippet: str  # matched words in [brackets]
+
+
 class StoreFailure(Exception):
     """The store cannot take or serve data now (disk full, read-only, locked, ...)."""
 
@@ -112,3 +150,15 @@ class Store(ABC):
 
     @abstractmethod
     async def count_sessions(self) -> int: ...
+
+    @abstractmethod
+    async def list_sessions(self, query: ListQuery) -> list[SessionSummary]:
+        """Summaries, newest activity first, from per-session tallies (never every event)."""
+
+    @abstractmethod
+    async def delete_session(self, session_id: str) -> int:
+        """Remove a session's events, summary and search entries; how many events."""
+
+    @abstractmethod
+    async def search(self, query: SearchQuery) -> list[SearchHit]:
+        """Events whose text holds every term, newest first."""

@@ -29,17 +29,31 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 import msgspec
 
 from sidecar.events import stored_keys
-from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailure, select
+from sidecar.store.base import (
+    Event,
+    ListQuery,
+    Rejected,
+    SearchHit,
+    SearchQuery,
+    SessionQuery,
+    SessionSummary,
+    Store,
+    StoreFailure,
+    select,
+)
 from sidecar.store.files import create_private_dirs
+from sidecar.store.search import scan
+from sidecar.store.summary import Tally, newest_first, tally_events
 
 log = logging.getLogger("sidecar")
+_T = TypeVar("_T")
 
 SUFFIX = ".jsonl"
 LOCK_FILE = ".lock"
@@ -80,6 +94,7 @@ class JsonlStore(Store):
         self._warned: set[tuple[str, int]] = set()  # (file, line number) already reported
         self._parsed: OrderedDict[str, _Parsed] = OrderedDict()  # by file name, least recent first
         self._parsed_bytes = 0
+        self._tallies: dict[str, tuple[_Position, Tally | None]] = {}  # by file name
 
     async def open(self) -> None:
         try:
@@ -97,23 +112,29 @@ class JsonlStore(Store):
             os.close(fd)
 
     async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
-        try:
-            return await asyncio.to_thread(self._write, events, rejected)
-        except OSError as exc:
-            raise StoreFailure(f"cannot write to {self.directory}: {exc.strerror or exc}") from exc
+        return await self._in_thread("write to", self._write, events, rejected)
 
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
-        try:
-            events = await asyncio.to_thread(self._read, session_id)
-        except OSError as exc:
-            raise StoreFailure(f"cannot read {self.directory}: {exc.strerror or exc}") from exc
-        return select(events, query)
+        return select(await self._in_thread("read", self._read, session_id), query)
 
     async def count_sessions(self) -> int:
+        return len(await self._in_thread("list", self._session_files))
+
+    async def list_sessions(self, query: ListQuery) -> list[SessionSummary]:
+        return newest_first(await self._in_thread("list", self._all_tallies), query)
+
+    async def delete_session(self, session_id: str) -> int:
+        return await self._in_thread("delete from", self._delete, session_id)
+
+    async def search(self, query: SearchQuery) -> list[SearchHit]:
+        return scan(await self._in_thread("search", self._searched_events, query.session_id), query)
+
+    async def _in_thread(self, action: str, work: Callable[..., _T], *args: Any) -> _T:
+        """File work off the event loop; OSError becomes StoreFailure."""
         try:
-            return await asyncio.to_thread(self._count_sessions)
+            return await asyncio.to_thread(work, *args)
         except OSError as exc:
-            raise StoreFailure(f"cannot list {self.directory}: {exc.strerror or exc}") from exc
+            raise StoreFailure(f"cannot {action} {self.directory}: {exc.strerror or exc}") from exc
 
     # --- on the worker thread ----------------------------------------------------------
 
@@ -188,34 +209,87 @@ class JsonlStore(Store):
 
     def _read(self, session_id: str) -> list[Event]:
         """The session's events in file order. Files are append-only, so what was parsed
-        before is kept (`_parsed`) and only bytes appended since are parsed again."""
+        before is kept (`_parsed`) and only lines appended since are parsed."""
         name = file_name(session_id)
+        known = self._parsed.pop(name, None)
         try:
-            with open(self.directory / name, "rb") as file:
-                identity = os.fstat(file.fileno()).st_ino
-                known = self._parsed.pop(name, None)
-                if known is None or known.inode != identity or not _still_ends_a_line(file, known.offset):
-                    known = _Parsed(identity)  # new, replaced or rewritten: parse it all
-                file.seek(known.offset)
-                tail = file.read()
+            position, new, from_start = self._new_events(name, known.position if known else None)
         except FileNotFoundError:
             return []
+        if known is None or from_start:
+            known = _Parsed(position)
+        known.position = position
+        if name.startswith("~~"):  # shared by any ids with the same hash: check each line
+            new = [event for event in new if event.session_id == session_id]
+        known.events += new
+        known.size += sum(len(event.payload) for event in new)
+        self._remember(name, known)
+        return list(known.events)  # a copy: a later read appends to the kept list
+
+    def _tally(self, name: str) -> Tally | None:
+        """The summary of one session file, folding in only lines appended since last time."""
+        position, tally = self._tallies.get(name, (None, None))
+        try:
+            new_position, new, from_start = self._new_events(name, position)
+        except FileNotFoundError:
+            self._tallies.pop(name, None)
+            return None
+        if tally is None or from_start:
+            tally = Tally(session_id=new[0].session_id) if new else None
+        if tally is not None:
+            tally_events({tally.session_id: tally}, (e for e in new if e.session_id == tally.session_id))
+        self._tallies[name] = (new_position, tally)
+        return tally
+
+    def _all_tallies(self) -> list[Tally]:
+        tallies = (self._tally(name) for name in self._session_files())
+        return [tally for tally in tallies if tally is not None]
+
+    def _searched_events(self, session_id: str | None) -> Iterator[tuple[Event, None]]:
+        if session_id is not None:
+            yield from ((event, None) for event in self._read(session_id))
+            return
+        for name in self._session_files():
+            with contextlib.suppress(FileNotFoundError):
+                yield from ((event, None) for event in self._new_events(name, None)[1])
+
+    def _new_events(self, name: str, since: _Position | None) -> tuple[_Position, list[Event], bool]:
+        """Events of the complete lines appended to a session file since `since`, the new
+        position, and whether they were read from the start instead: the file is new to
+        us, replaced, or rewritten so that the known line end moved."""
+        with open(self.directory / name, "rb") as file:
+            inode = os.fstat(file.fileno()).st_ino
+            from_start = since is None or since.inode != inode or not _still_ends_a_line(file, since.offset)
+            if from_start or since is None:
+                since = _Position(inode, 0, 0)
+            file.seek(since.offset)
+            tail = file.read()
         end = tail.rfind(b"\n") + 1  # a last line without its newline may still be growing
-        hashed = name.startswith("~~")  # shared by any ids with the same hash: check each line
+        events = []
+        number = since.lines
         for line in tail[:end].split(b"\n")[:-1]:
-            known.lines += 1
+            number += 1
             line = line.removesuffix(b"\r")
             if not line:
                 continue
             keys = stored_keys(line) if _is_utf8(line) else None
             if keys is None:
-                self._warn_unreadable(name, known.lines)
-            elif not hashed or keys.session_id == session_id:
-                known.events.append(Event(session_id, line, keys.timestamp_ns, keys.method))
-                known.size += len(line)
-        known.offset += end
-        self._remember(name, known)
-        return list(known.events)  # a copy: a later read appends to the kept list
+                self._warn_unreadable(name, number)
+            else:
+                events.append(Event(keys.session_id, line, keys.timestamp_ns, keys.method))
+        return _Position(inode, since.offset + end, number), events, from_start
+
+    def _delete(self, session_id: str) -> int:
+        name = file_name(session_id)
+        with self._locked():
+            try:
+                _, events, _ = self._new_events(name, None)
+                (self.directory / name).unlink()
+            except FileNotFoundError:
+                return 0
+        self._parsed.pop(name, None)
+        self._tallies.pop(name, None)
+        return len(events)
 
     def _remember(self, name: str, parsed: _Parsed) -> None:
         """Keep the most recently read sessions' parsed events, up to CACHE_BYTES."""
@@ -230,18 +304,24 @@ class JsonlStore(Store):
             self._warned.add((name, number))
             log.warning("%s line %d is not a readable notification; skipped", self.directory / name, number)
 
-    def _count_sessions(self) -> int:
+    def _session_files(self) -> list[str]:
         with os.scandir(self.directory) as entries:
-            return sum(1 for e in entries if e.name.endswith(SUFFIX) and not e.name.startswith("."))
+            return [e.name for e in entries if e.name.endswith(SUFFIX) and not e.name.startswith(".")]
+
+
+class _Position(NamedTuple):
+    """How far a session file was parsed: up to `offset`, a line boundary after `lines`."""
+
+    inode: int
+    offset: int
+    lines: int
 
 
 class _Parsed:
-    """What was parsed of one session file: its events up to `offset` (a line boundary)."""
+    """The events parsed of one session file, kept between reads."""
 
-    def __init__(self, inode: int) -> None:
-        self.inode = inode
-        self.offset = 0
-        self.lines = 0
+    def __init__(self, position: _Position) -> None:
+        self.position = position
         self.size = 0  # payload bytes held
         self.events: list[Event] = []
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from sidecar.store.base import Event, Rejected, SessionQuery, Store, select
+from sidecar.store.base import (
+    Event,
+    ListQuery,
+    Rejected,
+    SearchHit,
+    SearchQuery,
+    SessionQuery,
+    SessionSummary,
+    Store,
+    select,
+)
+from sidecar.store.search import scan
+from sidecar.store.summary import Tally, newest_first, tally_events
 
 
 class MemoryStore(Store):
@@ -12,7 +24,8 @@ class MemoryStore(Store):
     location = ":memory:"
 
     def __init__(self) -> None:
-        self._sessions: dict[str, list[Event]] = {}  # each in arrival order
+        self._sessions: dict[str, list[tuple[Event, int]]] = {}  # (event, seq), arrival order
+        self._tallies: dict[str, Tally] = {}
         self.quarantine: list[Rejected] = []
         self._last_seq = 0
 
@@ -23,15 +36,31 @@ class MemoryStore(Store):
         pass
 
     async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
-        for event in events:
-            self._sessions.setdefault(event.session_id, []).append(event)
-        self.quarantine.extend(rejected)
         first = self._last_seq + 1
+        for seq, event in enumerate(events, first):
+            self._sessions.setdefault(event.session_id, []).append((event, seq))
+        tally_events(self._tallies, events)
+        self.quarantine.extend(rejected)
         self._last_seq += len(events)
         return range(first, self._last_seq + 1)
 
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
-        return select(self._sessions.get(session_id, ()), query)
+        return select([event for event, _ in self._sessions.get(session_id, ())], query)
 
     async def count_sessions(self) -> int:
         return len(self._sessions)
+
+    async def list_sessions(self, query: ListQuery) -> list[SessionSummary]:
+        return newest_first(self._tallies.values(), query)
+
+    async def delete_session(self, session_id: str) -> int:
+        self._tallies.pop(session_id, None)
+        return len(self._sessions.pop(session_id, ()))
+
+    async def search(self, query: SearchQuery) -> list[SearchHit]:
+        return scan(self._events(query.session_id), query)
+
+    def _events(self, session_id: str | None) -> Iterator[tuple[Event, int]]:
+        sessions = [self._sessions.get(session_id, [])] if session_id is not None else self._sessions.values()
+        for events in sessions:
+            yield from events

@@ -13,23 +13,37 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain, repeat
 from operator import add
 from pathlib import Path
 from typing import cast
 
 import aiosqlite
+import msgspec
 from msgspec.structs import astuple
 
 from sidecar.events import stored_keys
-from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailure, time_ordered
+from sidecar.store.base import (
+    Event,
+    ListQuery,
+    Rejected,
+    SearchHit,
+    SearchQuery,
+    SessionQuery,
+    SessionSummary,
+    Store,
+    StoreFailure,
+    time_ordered,
+)
 from sidecar.store.files import create_private_file
+from sidecar.store.search import searchable, snippet
+from sidecar.store.summary import Tally, tally_events
 from sidecar.timestamps import MIN_NS, clamp
 
 log = logging.getLogger("sidecar")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each step takes the database from version i to i + 1, in one transaction with the bump.
 _RUST_SCHEMA = """
@@ -57,7 +71,22 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE INDEX IF NOT EXISTS idx_events_unkeyed ON events(session_id) WHERE timestamp_ns IS NULL;
 """
-MIGRATIONS = (_RUST_SCHEMA, _ORDERING_SCHEMA)
+# Per-session summaries (summary.Tally as JSON), folded in the same transaction as the
+# events, and a full-text index keyed by event id. Under a flood the index is left behind
+# (`search_progress`) and caught up by small batches and before every search, so it costs
+# the ingest rate little.
+_SUMMARY_AND_SEARCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id  TEXT    PRIMARY KEY,
+    last_ns     INTEGER NOT NULL,
+    tally       BLOB    NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_sessions_last_ns ON sessions(last_ns);
+CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5(text, tokenize = 'unicode61 remove_diacritics 0');
+CREATE TABLE IF NOT EXISTS search_progress (indexed_upto INTEGER NOT NULL);
+INSERT INTO search_progress SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM search_progress);
+"""
+MIGRATIONS = (_RUST_SCHEMA, _ORDERING_SCHEMA, _SUMMARY_AND_SEARCH_SCHEMA)
 
 _INSERT_EVENTS = "INSERT INTO events (session_id, payload, timestamp_ns, method, created_at) VALUES "
 _EVENT_VALUES = "(?, CAST(? AS TEXT), ?, ?, ?)"  # payload bytes bind as BLOB; the column holds text
@@ -70,7 +99,15 @@ ROWS_PER_INSERT = 1024
 CACHED_STATEMENTS = 16
 _INSERT_REJECTED = "INSERT INTO quarantine (received_at, line, reason) VALUES (?, ?, ?)"
 _UNKEYED = "SELECT id, payload FROM events WHERE session_id = ? AND timestamp_ns IS NULL"
+_ALL_UNKEYED = "SELECT id, payload FROM events WHERE timestamp_ns IS NULL"
+_UNINDEXED = "SELECT 1 FROM events WHERE id > (SELECT indexed_upto FROM search_progress)"
 _SET_KEYS = "UPDATE events SET timestamp_ns = ?, method = ? WHERE id = ?"
+_SAVE_TALLY = "INSERT OR REPLACE INTO sessions (session_id, last_ns, tally) VALUES (?, ?, ?)"
+# Batches up to this size are indexed for search in their own transaction; bigger ones
+# (a flood) leave it to a later catch-up, which small batches advance by CATCH_UP_ROWS.
+INDEX_INLINE_EVENTS = 256
+CATCH_UP_ROWS = 2048
+_tally_decoder = msgspec.json.Decoder(Tally)
 
 
 class SqliteStore(Store):
@@ -95,9 +132,18 @@ class SqliteStore(Store):
             create_private_file(self.path)
             # "IMMEDIATE": an INSERT outside a transaction opens one taking the write lock
             # at once; reads never open one. Migrations and backfills BEGIN explicitly.
-            self._db = await aiosqlite.connect(
+            connection = aiosqlite.connect(
                 self.path, isolation_level="IMMEDIATE", cached_statements=CACHED_STATEMENTS
             )
+            try:
+                self._db = await connection
+            except sqlite3.Error:
+                # aiosqlite stops its thread after a failed connect without waiting for it;
+                # left running, it answers into a closed event loop at exit.
+                thread = getattr(connection, "_thread", None)
+                if thread is not None:
+                    await asyncio.to_thread(thread.join, 5.0)
+                raise
             self._db.text_factory = bytes  # payloads go to the wire as they are, undecoded
             await self.db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await self.db.execute("PRAGMA journal_mode = WAL")
@@ -115,7 +161,10 @@ class SqliteStore(Store):
                     for statement in _statements(MIGRATIONS[step]):
                         await self.db.execute(statement)
                 if version < SCHEMA_VERSION:
-                    await self._fill_keys("SELECT id, payload FROM events WHERE timestamp_ns IS NULL")
+                    await self._fill_keys(_ALL_UNKEYED)
+                if version < 3:
+                    await self._rebuild_tallies()
+                if version < SCHEMA_VERSION:
                     await self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 await self.db.execute("COMMIT")
             except BaseException:
@@ -150,6 +199,8 @@ class SqliteStore(Store):
                     await self.db.executemany(
                         _INSERT_REJECTED, [(r.received_ms, r.line, r.reason) for r in rejected]
                     )
+                await self._fold(events)
+                await self._index_batch(events, last)
                 await self.db.commit()
             except sqlite3.Error as exc:
                 await self._rollback()
@@ -160,14 +211,7 @@ class SqliteStore(Store):
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
         try:
             if await self._fetch(_UNKEYED + " LIMIT 1", (session_id,)):
-                async with self._write_lock:
-                    await self.db.execute("BEGIN IMMEDIATE")
-                    try:
-                        await self._fill_keys(_UNKEYED, (session_id,))
-                        await self.db.execute("COMMIT")
-                    except BaseException:
-                        await self._rollback()
-                        raise
+                await self._catch_up(_UNKEYED, (session_id,), index=False)
             sql, args = _session_sql(session_id, query)
             rows = cast("list[tuple[int, bytes]]", await self._fetch(sql, args))
         except sqlite3.Error as exc:
@@ -180,13 +224,91 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreFailure(str(exc)) from exc
 
-    async def _fill_keys(self, select_sql: str, args: tuple[object, ...] = ()) -> None:
-        """Derive method and instant from the payload of rows that lack them.
+    async def list_sessions(self, query: ListQuery) -> list[SessionSummary]:
+        try:
+            await self._catch_up(_ALL_UNKEYED, index=False)
+            where, args = (
+                ("WHERE last_ns < ?", [clamp(query.before_ns)]) if query.before_ns is not None else ("", [])
+            )
+            limit = "" if query.text or query.limit is None else f"LIMIT {int(query.limit)}"
+            sql = f"SELECT tally FROM sessions {where} ORDER BY last_ns DESC, session_id DESC {limit}"
+            rows = await self._fetch(sql, tuple(args))
+        except sqlite3.Error as exc:
+            raise StoreFailure(str(exc)) from exc
+        tallies = (_tally_decoder.decode(row[0]) for row in rows)
+        chosen = [t for t in tallies if t.event_count and (not query.text or t.matches(query.text))]
+        return [t.summary() for t in chosen[: query.limit]]
+
+    async def delete_session(self, session_id: str) -> int:
+        async with self._write_lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                await self.db.execute(
+                    "DELETE FROM search_index WHERE rowid IN (SELECT id FROM events WHERE session_id = ?)",
+                    (session_id,),
+                )
+                cursor = await self.db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+                deleted = cursor.rowcount
+                await self.db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise StoreFailure(str(exc)) from exc
+            except BaseException:
+                await self._rollback()
+                raise
+        return deleted
+
+    async def search(self, query: SearchQuery) -> list[SearchHit]:
+        match = " ".join('"' + term.replace('"', '""') + '"' for term in query.terms)
+        where, args = "search_index MATCH ?", [match]
+        if query.session_id is not None:
+            where += " AND e.session_id = ?"
+            args.append(query.session_id)
+        sql = (
+            "SELECT e.id, e.session_id, e.method, e.payload FROM search_index "
+            f"JOIN events e ON e.id = search_index.rowid WHERE {where} "
+            f"ORDER BY e.timestamp_ns DESC, e.id DESC LIMIT {int(query.limit)}"
+        )
+        try:
+            await self._catch_up(_ALL_UNKEYED, index=True)
+            rows = await self._fetch(sql, tuple(args))
+        except sqlite3.Error as exc:
+            raise StoreFailure(str(exc)) from exc
+        hits = []
+        for row_id, session_id, method, payload in rows:
+            found = searchable(method.decode(), payload)
+            if found is not None:
+                text = snippet(found[1], query.terms) or found[1][:200]
+                hits.append(SearchHit(session_id.decode(), row_id, method.decode(), found[0], text))
+        return hits
+
+    async def _catch_up(self, unkeyed_sql: str, args: tuple[object, ...] = (), *, index: bool) -> None:
+        """Key and summarise rows the Rust crate inserted, and with `index`, bring the search
+        index up to the last event: in one transaction, only when there is work."""
+        behind = index and bool(await self._fetch(_UNINDEXED + " LIMIT 1"))
+        if not behind and not await self._fetch(unkeyed_sql + " LIMIT 1", args):
+            return
+        async with self._write_lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._fold(await self._fill_keys(unkeyed_sql, args))
+                if index:
+                    await self._index_rows(None)
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
+
+    async def _fill_keys(self, select_sql: str, args: tuple[object, ...] = ()) -> list[Event]:
+        """Derive method and instant from the payload of rows that lack them; the events
+        keyed, for their sessions' summaries.
 
         A payload that is not a readable notification gets no method, so reads skip it
         (the Rust crate would fail the whole read); it is logged once here.
         """
         updates: list[tuple[int, str | None, int]] = []
+        keyed: list[Event] = []
         for row_id, payload in await self._fetch(select_sql, args):
             keys = stored_keys(payload)
             if keys is None:
@@ -194,8 +316,85 @@ class SqliteStore(Store):
                 updates.append((MIN_NS, None, row_id))
             else:
                 updates.append((keys.timestamp_ns, keys.method, row_id))
+                keyed.append(Event(keys.session_id, payload, keys.timestamp_ns, keys.method))
         if updates:
             await self.db.executemany(_SET_KEYS, updates)
+        return keyed
+
+    async def _fold(self, events: Sequence[Event]) -> None:
+        """Fold events into their sessions' summaries, inside the caller's transaction."""
+        if not events:
+            return
+        session_ids = list(dict.fromkeys(event.session_id for event in events))
+        tallies: dict[str, Tally] = {}
+        for start in range(0, len(session_ids), 500):
+            chunk = session_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for (blob,) in await self._fetch(
+                f"SELECT tally FROM sessions WHERE session_id IN ({marks})", tuple(chunk)
+            ):
+                tally = _tally_decoder.decode(blob)
+                tallies[tally.session_id] = tally
+        tally_events(tallies, events)
+        await self._save_tallies(tallies[session_id] for session_id in session_ids)
+
+    async def _save_tallies(self, tallies: Iterable[Tally]) -> None:
+        rows = [(t.session_id, t.last_ns, msgspec.json.encode(t)) for t in tallies]
+        await self.db.executemany(_SAVE_TALLY, rows)
+
+    async def _rebuild_tallies(self) -> None:
+        """Summaries of every session from its events (a database older than schema 3)."""
+        tallies: dict[str, Tally] = {}
+        last_id = 0
+        while rows := await self._fetch(
+            "SELECT id, session_id, payload, timestamp_ns, method FROM events "
+            "WHERE id > ? AND method IS NOT NULL ORDER BY id LIMIT 10000",
+            (last_id,),
+        ):
+            tally_events(
+                tallies,
+                (Event(sid.decode(), payload, ns, method.decode()) for _, sid, payload, ns, method in rows),
+            )
+            last_id = rows[-1][0]
+        await self.db.execute("DELETE FROM sessions")
+        await self._save_tallies(tallies.values())
+
+    async def _index_batch(self, events: Sequence[Event], last: int) -> None:
+        """Index a small batch for search now; advance a lagging index a little instead."""
+        if not events or len(events) > INDEX_INLINE_EVENTS:
+            return
+        first = last - len(events) + 1
+        if await self._scalar("SELECT indexed_upto FROM search_progress") != first - 1:
+            await self._index_rows(CATCH_UP_ROWS)
+            return
+        rows = []
+        for row_id, event in enumerate(events, first):
+            found = searchable(event.method, event.payload)
+            if found is not None:
+                rows.append((row_id, found[1]))
+        await self.db.executemany("INSERT INTO search_index (rowid, text) VALUES (?, ?)", rows)
+        await self.db.execute("UPDATE search_progress SET indexed_upto = ?", (last,))
+
+    async def _index_rows(self, limit: int | None) -> None:
+        """Index events after `search_progress`, up to `limit` rows (None: all)."""
+        done = await self._scalar("SELECT indexed_upto FROM search_progress")
+        budget = limit
+        while budget is None or budget > 0:
+            chunk = 5000 if budget is None else min(budget, 5000)
+            rows = await self._fetch(
+                "SELECT id, method, payload FROM events WHERE id > ? ORDER BY id LIMIT ?", (done, chunk)
+            )
+            if not rows:
+                break
+            texts = []
+            for row_id, method, payload in rows:
+                found = searchable(method.decode(), payload) if method is not None else None
+                if found is not None:
+                    texts.append((row_id, found[1]))
+            await self.db.executemany("INSERT INTO search_index (rowid, text) VALUES (?, ?)", texts)
+            done = rows[-1][0]
+            budget = None if budget is None else budget - len(rows)
+        await self.db.execute("UPDATE search_progress SET indexed_upto = ?", (done,))
 
     async def _scalar(self, sql: str, args: tuple[object, ...] = ()) -> int:
         rows = await self._fetch(sql, args)

@@ -1,0 +1,102 @@
+"""Full-text search: which text of an event is searched, and the scan the simple backends use.
+
+Searched: prompts, assistant text (`full_text`, `text` parts of `content`), the final
+`result` and `error` of session.stop, and tool results (`Ok` and `Err`). A query is a
+list of words; an event matches when every word occurs in its text as a word, ignoring
+case (the sqlite backend answers the same queries with FTS5).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from sidecar.store.base import Event, SearchHit, SearchQuery
+
+SEARCHED_METHODS = frozenset({"user.prompt.submit", "assistant.response", "session.stop", "tool.result"})
+SNIPPET_WORDS = 16
+_WORD = re.compile(r"\w+")
+
+
+class _Part(msgspec.Struct):
+    text: str | None = None
+
+
+class _Params(msgspec.Struct):
+    timestamp: str = ""
+    prompt: str | None = None
+    full_text: str | None = None
+    content: list[_Part] | None = None
+    result: Any = None
+    error: str | None = None
+
+
+class _Notification(msgspec.Struct):
+    params: _Params
+
+
+_decoder = msgspec.json.Decoder(_Notification)
+
+
+def query_terms(query: str) -> tuple[str, ...]:
+    """The words of a query, lower-cased; () if it has none."""
+    return tuple(dict.fromkeys(word.casefold() for word in _WORD.findall(query)))
+
+
+def searchable(method: str, payload: bytes) -> tuple[str, str] | None:
+    """(timestamp text, searchable text) of an event, or None if it has no text to search."""
+    if method not in SEARCHED_METHODS:
+        return None
+    try:
+        params = _decoder.decode(payload).params
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    pieces: list[str] = []
+    for value in (params.prompt, params.full_text, params.error):
+        if isinstance(value, str):
+            pieces.append(value)
+    pieces.extend(part.text for part in params.content or () if part.text)
+    result = params.result
+    if isinstance(result, str):
+        pieces.append(result)
+    elif isinstance(result, dict):  # a tool result: {"Ok": text} or {"Err": text}
+        pieces.extend(v for v in result.values() if isinstance(v, str))
+    elif isinstance(result, list):  # a 0.3B+ final result: parts
+        pieces.extend(p["text"] for p in result if isinstance(p, dict) and isinstance(p.get("text"), str))
+    text = "\n".join(pieces)
+    return (params.timestamp, text) if text else None
+
+
+def snippet(text: str, terms: tuple[str, ...]) -> str | None:
+    """A few words around the first match with matched words in [brackets]; None unless
+    every term occurs."""
+    words = list(_WORD.finditer(text))
+    found = {w.group().casefold() for w in words}
+    if not all(term in found for term in terms):
+        return None
+    first = next(i for i, w in enumerate(words) if w.group().casefold() in terms)
+    start = max(0, first - SNIPPET_WORDS // 4)
+    window = words[start : start + SNIPPET_WORDS]
+    pieces = [f"[{w.group()}]" if w.group().casefold() in terms else w.group() for w in window]
+    prefix = "…" if start > 0 else ""
+    suffix = "…" if start + SNIPPET_WORDS < len(words) else ""
+    return prefix + " ".join(pieces) + suffix
+
+
+def scan(events: Iterable[tuple[Event, int | None]], query: SearchQuery) -> list[SearchHit]:
+    """Search by reading (event, seq) pairs: newest first (ties: latest seq, or latest read
+    where there is no seq), then the limit."""
+    hits: list[tuple[int, int, SearchHit]] = []
+    for arrival, (event, seq) in enumerate(events):
+        found = searchable(event.method, event.payload)
+        if found is None:
+            continue
+        text = snippet(found[1], query.terms)
+        if text is not None:
+            hit = SearchHit(event.session_id, seq, event.method, found[0], text)
+            hits.append((event.timestamp_ns, arrival if seq is None else seq, hit))
+    hits.sort(key=lambda h: (h[0], h[1]), reverse=True)
+    return [hit for _, _, hit in hits[: query.limit]]
