@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import __version__
-from sidecar.config import BACKENDS, DEFAULT_MAX_LINE_BYTES, Settings, default_db_path, default_jsonl_dir
+from sidecar.config import (
+    BACKENDS,
+    DEFAULT_MAX_LINE_BYTES,
+    Settings,
+    default_db_path,
+    default_dsn,
+    default_jsonl_dir,
+)
 
 EXIT_USAGE = 2
 
@@ -23,24 +30,90 @@ everything received.
 """
 
 
+SUBCOMMANDS_HELP = """\
+commands (serve is the default):
+  serve            the daemon: events on stdin, answers on stdout
+  list             sessions, newest activity first
+  show SESSION     a session as a transcript (--json: its events)
+  export [ID ...]  sessions as the NDJSON the daemon reads (all without ids)
+  import FILE ...  NDJSON event files (- for stdin) into the store
+  search QUERY     events whose text holds every word
+  fork SESSION     copy a session under a new id, as `microag --fork`
+  delete SESSION   remove a session
+  stats            what the store holds
+
+exit codes: 0 success, 1 not found (or the daemon could not store everything),
+2 usage, 3 the store failed
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="microagents-sidecar",
         description=DESCRIPTION,
+        epilog=SUBCOMMANDS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_store_options(parser)
+    _add_serve_options(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # Each command takes the store options too, before or after its name; SUPPRESS keeps
+    # a command's parser from overwriting what was given before the name.
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        _add_store_options(sub, defaults=False)
+        return sub
+
+    _add_serve_options(
+        command("serve", "the daemon: events on stdin, answers on stdout (the default)"), defaults=False
+    )
+    listing = command("list", "sessions, newest activity first")
+    listing.add_argument("--limit", type=_positive_int, default=20, help="at most N sessions (default 20)")
+    listing.add_argument("--before", metavar="TIMESTAMP", help="only sessions last active before it")
+    listing.add_argument("--query", metavar="TEXT", help="only sessions whose id, model, title... hold it")
+    show = command("show", "a session as a transcript: turns, tool calls and results, usage")
+    show.add_argument("session_id", metavar="SESSION")
+    export = command("export", "sessions as the NDJSON notifications the daemon reads")
+    export.add_argument(
+        "session_ids", metavar="SESSION", nargs="*", default=[], help="default: every session"
+    )
+    imports = command("import", "NDJSON event files into the store; rejected lines are reported")
+    imports.add_argument("files", metavar="FILE", nargs="+", help="files of events, - for stdin")
+    search = command("search", "events whose text (prompts, answers, tool results) holds every word")
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument("--session", dest="session_id", metavar="SESSION", help="search one session")
+    search.add_argument("--limit", type=_positive_int, default=20, help="at most N hits (default 20)")
+    fork = command("fork", "copy a session under a new id, then a session.fork event")
+    fork.add_argument("session_id", metavar="SESSION")
+    fork.add_argument("--new-id", dest="new_session_id", metavar="ID", help="default: a new UUID")
+    delete = command("delete", "remove a session's events, summary and search entries")
+    delete.add_argument("session_id", metavar="SESSION")
+    command("stats", "what the store holds")
+    for sub in (listing, show, search, fork, delete, commands.choices["stats"]):
+        sub.add_argument("--json", action="store_true", default=False, help="JSON for programs")
+    return parser
+
+
+def _add_store_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """The options naming and tuning the store. Without `defaults` (on a command's own
+    parser), an option not repeated after the command name keeps its earlier value."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
-        default="sqlite",
+        default=default("sqlite"),
         help="where sessions are kept: sqlite (one database file, the default), jsonl (one "
         "<session_id>.jsonl file per session, the Rust crate's layout) or memory (gone at exit)",
     )
     parser.add_argument(
         "--db",
         type=Path,
-        default=None,
+        default=default(None),
         metavar="PATH",
         help="SQLite database file (env MICROAGENTS_DB; default ~/.microagents/sessions.db). "
         "Created 0600, with missing directories 0700.",
@@ -48,50 +121,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--jsonl-dir",
         type=Path,
-        default=None,
+        default=default(None),
         metavar="DIR",
         help="directory of the jsonl backend (env MICROAGENTS_JSONL_DIR; default "
         "~/.microagents/sessions). Created 0700; files 0600.",
     )
     parser.add_argument(
+        "--dsn",
+        default=default(None),
+        metavar="URI",
+        help="PostgreSQL server of the postgres backend, postgresql://user@host/database "
+        "(env MICROAGENTS_DSN; default: libpq's PG* variables). Tables are created there.",
+    )
+    parser.add_argument(
         "--durability",
         choices=("normal", "full"),
-        default="normal",
+        default=default("normal"),
         help="normal: a committed event survives the process being killed (sqlite: WAL with "
         "synchronous=NORMAL, as the Rust crate). full: it also survives power loss "
         "(sqlite: synchronous=FULL; jsonl: one fsync per file per batch).",
     )
     parser.add_argument(
-        "--max-line-bytes",
-        type=_positive_int,
-        default=DEFAULT_MAX_LINE_BYTES,
-        metavar="N",
-        help="longest input line accepted; longer lines are skipped and answered -32003 "
-        f"(default {DEFAULT_MAX_LINE_BYTES})",
-    )
-    parser.add_argument(
         "--lock-timeout",
         type=float,
-        default=5.0,
+        default=default(5.0),
         metavar="SECONDS",
         help="how long a write waits for another process's lock before the store counts as "
         "unavailable (-32001; the events are kept and retried) (default 5)",
     )
     parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=default("warning"),
+        help="stderr log verbosity (default warning)",
+    )
+
+
+def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=default(DEFAULT_MAX_LINE_BYTES),
+        metavar="N",
+        help="longest input line accepted; longer lines are skipped and answered -32003 "
+        f"(default {DEFAULT_MAX_LINE_BYTES})",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         type=float,
-        default=10.0,
+        default=default(10.0),
         metavar="SECONDS",
         help="at exit, how long to keep retrying a failing store before giving up and "
         "exiting 1 with the events not stored named on stderr (default 10)",
     )
-    parser.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default="warning",
-        help="stderr log verbosity (default warning)",
-    )
-    return parser
 
 
 def _positive_int(text: str) -> int:
@@ -108,10 +193,18 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(f"--db is an option of the sqlite backend, not of {args.backend}")
     if args.jsonl_dir is not None and args.backend != "jsonl":
         parser.error(f"--jsonl-dir is an option of the jsonl backend, not of {args.backend}")
+    if args.dsn is not None and args.backend != "postgres":
+        parser.error(f"--dsn is an option of the postgres backend, not of {args.backend}")
+    if args.backend == "postgres":
+        try:
+            import asyncpg  # noqa: F401  (imported here only to say what is missing)
+        except ImportError:
+            parser.error("the postgres backend needs asyncpg: pip install 'microagents-sidecar[postgres]'")
     return Settings(
         backend=args.backend,
         db_path=(args.db or default_db_path()).expanduser(),
         jsonl_dir=(args.jsonl_dir or default_jsonl_dir()).expanduser(),
+        dsn=args.dsn or default_dsn(),
         durability=args.durability,
         max_line_bytes=args.max_line_bytes,
         busy_timeout_ms=int(args.lock_timeout * 1000),
@@ -147,10 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     settings = settings_from(args, parser)
-    from sidecar.server import serve
-
     try:
-        return run(lambda: serve(settings))
+        if args.command in (None, "serve"):
+            from sidecar.server import serve
+
+            return run(lambda: serve(settings))
+        from sidecar.commands import run_command
+
+        return run(lambda: run_command(args, settings))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
     finally:

@@ -10,7 +10,7 @@ import msgspec
 DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
-BACKENDS = ("sqlite", "jsonl", "memory")
+BACKENDS = ("sqlite", "jsonl", "memory", "postgres")
 
 
 def default_db_path() -> Path:
@@ -21,10 +21,16 @@ def default_jsonl_dir() -> Path:
     return Path(os.environ.get("MICROAGENTS_JSONL_DIR") or Path.home() / ".microagents" / "sessions")
 
 
+def default_dsn() -> str | None:
+    """The postgres backend's server; None: libpq's PG* environment variables."""
+    return os.environ.get("MICROAGENTS_DSN") or None
+
+
 class Settings(msgspec.Struct, kw_only=True):
     backend: str = "sqlite"  # one of BACKENDS
     db_path: Path = msgspec.field(default_factory=default_db_path)
     jsonl_dir: Path = msgspec.field(default_factory=default_jsonl_dir)
+    dsn: str | None = msgspec.field(default_factory=default_dsn)
     durability: str = "normal"  # "normal" (WAL, synchronous=NORMAL) or "full"
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     busy_timeout_ms: int = 5000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -48,7 +48,12 @@ _REJECT_LOG_BURST = 10
 
 
 class Dispatcher:
-    def __init__(self, handlers: Handlers, ingest: Ingest) -> None:
+    def __init__(
+        self, handlers: Handlers, ingest: Ingest, on_reject: Callable[[str], None] | None = None
+    ) -> None:
+        """`on_reject` hears the reason of every quarantined line instead of stderr (the
+        import command reports them with line numbers)."""
+        self._on_reject = on_reject
         self.handlers = handlers
         self.ingest = ingest
         self.stats = handlers.stats
@@ -220,7 +225,10 @@ class Dispatcher:
             reason += f" (field {error.data['field']})"
         self.ingest.reject(Rejected(raw, reason, int(time.time() * 1000)))
         self.stats.rejected += 1
-        self._log_rejection(reason)
+        if self._on_reject is not None:
+            self._on_reject(reason)
+        else:
+            self._log_rejection(reason)
 
     def _log_rejection(self, reason: str) -> None:
         """At most a burst of lines per window on stderr, then one count of the rest."""

@@ -71,8 +71,8 @@ def searchable(method: str, payload: bytes) -> tuple[str, str] | None:
 
 
 def snippet(text: str, terms: tuple[str, ...]) -> str | None:
-    """A few words around the first match with matched words in [brackets]; None unless
-    every term occurs."""
+    """A few words around the first match, as written, with matched words in [brackets];
+    None unless every term occurs."""
     words = list(_WORD.finditer(text))
     found = {w.group().casefold() for w in words}
     if not all(term in found for term in terms):
@@ -80,10 +80,14 @@ def snippet(text: str, terms: tuple[str, ...]) -> str | None:
     first = next(i for i, w in enumerate(words) if w.group().casefold() in terms)
     start = max(0, first - SNIPPET_WORDS // 4)
     window = words[start : start + SNIPPET_WORDS]
-    pieces = [f"[{w.group()}]" if w.group().casefold() in terms else w.group() for w in window]
+    pieces, at = [], window[0].start()
+    for word in window:
+        pieces.append(text[at : word.start()])
+        pieces.append(f"[{word.group()}]" if word.group().casefold() in terms else word.group())
+        at = word.end()
     prefix = "…" if start > 0 else ""
-    suffix = "…" if start + SNIPPET_WORDS < len(words) else ""
-    return prefix + " ".join(pieces) + suffix
+    suffix = "…" if start + SNIPPET_WORDS < len(words) else text[at:]  # the end, as written
+    return prefix + " ".join("".join(pieces).split()) + " ".join(suffix.split())
 
 
 def scan(events: Iterable[tuple[Event, int | None]], query: SearchQuery) -> list[SearchHit]:
