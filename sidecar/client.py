@@ -44,12 +44,16 @@ __all__ = [
     "STORAGE_UNAVAILABLE",
     "Ack",
     "AsyncSidecar",
+    "Deleted",
     "Flushed",
+    "Forked",
     "Info",
+    "SearchHit",
     "Sidecar",
     "SidecarClosed",
     "SidecarError",
     "Stats",
+    "Summary",
     "timestamp",
 ]
 
@@ -103,6 +107,46 @@ class Stats(msgspec.Struct):
     queue_depth: int
     commits: int
     uptime_s: float
+
+
+class Summary(msgspec.Struct):
+    """One session as `list_sessions` describes it, from the store's running tallies."""
+
+    session_id: str
+    event_count: int
+    first_timestamp: str | None  # UTC, nine fraction digits, `Z`
+    last_timestamp: str | None  # the latest instant: the paging cursor for `before`
+    model: str | None  # of the latest session.init
+    provider: str | None
+    parent_session_id: str | None  # from a session.fork event
+    status: str  # "active", or "stopped" when the latest init or stop is a stop
+    success: bool | None  # of that stop
+    usage: dict[str, int]  # summed over every session.stop
+    title: str | None  # the first prompt, whitespace collapsed, at most 120 characters
+
+
+class Deleted(msgspec.Struct):
+    """How many events `delete_session` removed; 0 for an unknown session."""
+
+    deleted: int
+
+
+class Forked(msgspec.Struct):
+    """The new session of `fork_session`, and how many parent events it copied (the
+    parent's own session.fork events are not copied; one new session.fork is added)."""
+
+    session_id: str
+    copied: int
+
+
+class SearchHit(msgspec.Struct):
+    """An event whose text holds every word searched for."""
+
+    session_id: str
+    seq: int | None  # the event's store-wide seq; None on the jsonl backend
+    method: str
+    timestamp: str  # the event's own timestamp text, as it was sent
+    snippet: str  # a few words around the first match, matched words in [brackets]
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -290,6 +334,37 @@ class AsyncSidecar:
         """As `get_session`, each event as the exact JSON text the daemon stored."""
         raw = await self.call_raw("storage.get_session", _session_query(session_id, after, methods, last))
         return [bytes(event) for event in _decode_events(raw)]
+
+    async def list_sessions(
+        self, *, limit: int | None = None, before: str | None = None, query: str | None = None
+    ) -> list[Summary]:
+        """Sessions, newest activity first: at most `limit` (the daemon's default 100),
+        those whose last event is strictly earlier than `before` (RFC 3339), and with
+        `query`, those whose id, model, provider, parent or title holds it (any case)."""
+        params = _given(limit=limit, before=before, query=query)
+        raw = await self.call_raw("storage.list_sessions", params or None)
+        return msgspec.json.decode(raw, type=list[Summary])
+
+    async def delete_session(self, session_id: str) -> Deleted:
+        """Remove a session's events (those still queued too), summary and search entries."""
+        raw = await self.call_raw("storage.delete_session", {"session_id": session_id})
+        return msgspec.json.decode(raw, type=Deleted)
+
+    async def fork_session(self, session_id: str, new_session_id: str | None = None) -> Forked:
+        """Copy a session's events under a new id (a UUID unless given), then add a
+        session.fork event stamped now. SidecarError -32004 for a parent with no events,
+        -32602 (`data["field"] == "new_session_id"`) when the new id already has events.
+        A -32001 answer may still fork once the store recovers: look before asking again."""
+        params = _given(session_id=session_id, new_session_id=new_session_id)
+        return msgspec.json.decode(await self.call_raw("storage.fork_session", params), type=Forked)
+
+    async def search(
+        self, query: str, *, session_id: str | None = None, limit: int | None = None
+    ) -> list[SearchHit]:
+        """Events whose text holds every word of `query` (any case), newest first; at most
+        `limit` (the daemon's default 20, at most 1000). -32602 for a query with no words."""
+        params = _given(query=query, session_id=session_id, limit=limit)
+        return msgspec.json.decode(await self.call_raw("storage.search", params), type=list[SearchHit])
 
     async def flush(self) -> Flushed:
         return msgspec.json.decode(await self.call_raw("storage.flush"), type=Flushed)
@@ -491,6 +566,11 @@ def _session_query(
     return params
 
 
+def _given(**params: Any) -> dict[str, Any]:
+    """The params that were given: absent means the daemon's default."""
+    return {key: value for key, value in params.items() if value is not None}
+
+
 # --- the blocking client ---------------------------------------------------------------------
 
 
@@ -562,6 +642,22 @@ class Sidecar:
         last: int | None = None,
     ) -> list[bytes]:
         return self._run(self._client.get_session_raw(session_id, after=after, methods=methods, last=last))
+
+    def list_sessions(
+        self, *, limit: int | None = None, before: str | None = None, query: str | None = None
+    ) -> list[Summary]:
+        return self._run(self._client.list_sessions(limit=limit, before=before, query=query))
+
+    def delete_session(self, session_id: str) -> Deleted:
+        return self._run(self._client.delete_session(session_id))
+
+    def fork_session(self, session_id: str, new_session_id: str | None = None) -> Forked:
+        return self._run(self._client.fork_session(session_id, new_session_id))
+
+    def search(
+        self, query: str, *, session_id: str | None = None, limit: int | None = None
+    ) -> list[SearchHit]:
+        return self._run(self._client.search(query, session_id=session_id, limit=limit))
 
     def flush(self) -> Flushed:
         return self._run(self._client.flush())

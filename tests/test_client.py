@@ -20,11 +20,16 @@ from events import init, line, prompt, response, stop
 from sidecar.client import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
+    SESSION_NOT_FOUND,
     Ack,
     AsyncSidecar,
+    Deleted,
+    Forked,
+    SearchHit,
     Sidecar,
     SidecarClosed,
     SidecarError,
+    Summary,
     timestamp,
 )
 
@@ -113,7 +118,7 @@ async def test_info_names_the_daemon_its_store_and_its_methods(sidecar: AsyncSid
     info = await sidecar.info()
     assert (info.name, info.backend, info.location) == ("microagents-sidecar", "sqlite", str(db))
     assert "0.4" in info.protocol_versions
-    assert {"storage.get_session", "storage.flush", "session.init"} <= set(info.methods)
+    assert {"storage.get_session", "storage.search", "storage.flush", "session.init"} <= set(info.methods)
 
 
 async def test_stats_count_what_this_run_received_stored_and_rejected(sidecar: AsyncSidecar) -> None:
@@ -140,6 +145,113 @@ async def test_call_reaches_any_method_by_name_with_named_or_positional_params(s
     assert (await sidecar.call("storage.info"))["name"] == "microagents-sidecar"
     assert await sidecar.call("storage.get_session", ["c"]) == [init("c", ts(1))]
     await sidecar.notify("storage.flush")  # a notification is never answered, not even here
+
+
+# --- managing sessions: list, delete, fork, search ---------------------------------------------
+
+
+async def send(sidecar: AsyncSidecar, *events: dict[str, Any]) -> None:
+    for event in events:
+        await sidecar.send_event(event["method"], event["params"])
+
+
+async def test_list_sessions_returns_summaries_newest_activity_first(sidecar: AsyncSidecar) -> None:
+    await send(
+        sidecar, init("old", ts(1)), prompt("old", ts(2), text="Refactor  the\nparser"), stop("old", ts(3))
+    )
+    await send(sidecar, init("new", ts(4)))
+    summaries = await sidecar.list_sessions()
+    assert [s.session_id for s in summaries] == ["new", "old"]
+    assert summaries[1] == Summary(
+        session_id="old",
+        event_count=3,
+        first_timestamp="2026-03-01T10:00:01.000000000Z",
+        last_timestamp="2026-03-01T10:00:03.000000000Z",
+        model="m",
+        provider="p",
+        parent_session_id=None,
+        status="stopped",
+        success=True,
+        usage={
+            "latency": 10,
+            "input_chars": 1,
+            "estimated_input_tokens": 1,
+            "output_chars": 1,
+            "estimated_output_tokens": 1,
+        },
+        title="Refactor the parser",
+    )
+    assert (summaries[0].status, summaries[0].success, summaries[0].title) == ("active", None, None)
+
+
+async def test_list_sessions_passes_limit_before_and_query_to_the_daemon(sidecar: AsyncSidecar) -> None:
+    await send(sidecar, *(init(f"s{n}", ts(n)) for n in range(4)), prompt("s1", ts(1), text="find me"))
+    assert [s.session_id for s in await sidecar.list_sessions(limit=2)] == ["s3", "s2"]
+    assert [s.session_id for s in await sidecar.list_sessions(limit=2, before=ts(2))] == ["s1", "s0"]
+    assert [s.session_id for s in await sidecar.list_sessions(query="FIND")] == ["s1"]
+
+
+async def test_list_sessions_with_a_cursor_that_is_no_timestamp_is_refused(sidecar: AsyncSidecar) -> None:
+    with pytest.raises(SidecarError) as raised:
+        await sidecar.list_sessions(before="yesterday")
+    assert (raised.value.code, raised.value.data["field"]) == (INVALID_PARAMS, "before")
+
+
+async def test_delete_session_says_how_many_events_it_removed(sidecar: AsyncSidecar) -> None:
+    await send(sidecar, init("gone", ts(1)), prompt("gone", ts(2)), init("kept", ts(3)))
+    assert await sidecar.delete_session("gone") == Deleted(deleted=2)
+    assert await sidecar.get_session("gone") == []
+    assert await sidecar.delete_session("gone") == Deleted(deleted=0)
+    assert [s.session_id for s in await sidecar.list_sessions()] == ["kept"]
+
+
+async def test_delete_session_without_an_id_is_refused(sidecar: AsyncSidecar) -> None:
+    with pytest.raises(SidecarError) as raised:
+        await sidecar.delete_session("")
+    assert (raised.value.code, raised.value.data["field"]) == (INVALID_PARAMS, "session_id")
+
+
+async def test_fork_session_copies_the_parent_under_a_new_id_and_adds_a_fork_event(
+    sidecar: AsyncSidecar,
+) -> None:
+    await send(sidecar, init("parent", ts(1)), prompt("parent", ts(2)))
+    assert await sidecar.fork_session("parent", "child") == Forked(session_id="child", copied=2)
+    child = await sidecar.get_session("child")
+    assert [e["method"] for e in child] == ["session.init", "user.prompt.submit", "session.fork"]
+    assert child[2]["params"]["parent_session_id"] == "parent"
+    generated = await sidecar.fork_session("parent")
+    assert len(generated.session_id) == 36 and generated.copied == 2
+
+
+async def test_fork_session_of_an_unknown_parent_or_onto_a_used_id_is_refused(sidecar: AsyncSidecar) -> None:
+    await send(sidecar, init("parent", ts(1)))
+    with pytest.raises(SidecarError) as unknown:
+        await sidecar.fork_session("nobody")
+    assert (unknown.value.code, unknown.value.data["session_id"]) == (SESSION_NOT_FOUND, "nobody")
+    with pytest.raises(SidecarError) as taken:
+        await sidecar.fork_session("parent", "parent")
+    assert (taken.value.code, taken.value.data["field"]) == (INVALID_PARAMS, "new_session_id")
+
+
+async def test_search_returns_hits_newest_first_with_their_seq_and_a_snippet(sidecar: AsyncSidecar) -> None:
+    await send(
+        sidecar,
+        prompt("a", ts(1), text="Where is the Kestrel config"),
+        response("a", ts(2), text="unrelated"),
+        response("b", ts(3), text="The kestrel config lives in etc"),
+    )
+    assert await sidecar.search("kestrel CONFIG") == [
+        SearchHit("b", 3, "assistant.response", ts(3), "The [kestrel] [config] lives in etc"),
+        SearchHit("a", 1, "user.prompt.submit", ts(1), "Where is the [Kestrel] [config]"),
+    ]
+    assert [hit.session_id for hit in await sidecar.search("kestrel", session_id="a")] == ["a"]
+    assert [hit.session_id for hit in await sidecar.search("kestrel", limit=1)] == ["b"]
+
+
+async def test_search_for_a_query_without_words_is_refused(sidecar: AsyncSidecar) -> None:
+    with pytest.raises(SidecarError) as raised:
+        await sidecar.search(" ?! ")
+    assert (raised.value.code, raised.value.data["field"]) == (INVALID_PARAMS, "query")
 
 
 # --- answers matched by id -----------------------------------------------------------------------
@@ -285,6 +397,18 @@ def test_the_blocking_client_records_and_reads_a_session_and_closes_with_exit_0(
         assert raised.value.code == METHOD_NOT_FOUND
     assert client.close() == 0  # already closed by `with`: the same answer again
     assert stored(db) == 2
+
+
+def test_the_blocking_client_lists_searches_forks_and_deletes_sessions(db: Path) -> None:
+    with Sidecar("--db", str(db)) as client:
+        client.send_event("user.prompt.submit", prompt("b", ts(1), text="blocking heron")["params"])
+        assert [s.title for s in client.list_sessions(query="heron")] == ["blocking heron"]
+        assert [hit.snippet for hit in client.search("heron", session_id="b", limit=5)] == [
+            "blocking [heron]"
+        ]
+        assert client.fork_session("b", "c") == Forked("c", 1)
+        assert client.delete_session("b") == Deleted(1)
+        assert [s.session_id for s in client.list_sessions(limit=10)] == ["c"]
 
 
 def test_importing_the_client_loads_neither_the_daemon_nor_the_store() -> None:
