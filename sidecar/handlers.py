@@ -18,7 +18,7 @@ from msgspec import Meta, Struct
 from sidecar import __version__
 from sidecar.events import EVENT_METHODS, PROTOCOL_VERSIONS, NonEmpty, stored_keys
 from sidecar.ingest import Ingest
-from sidecar.protocol import InvalidParams, SessionNotFound
+from sidecar.protocol import InvalidParams, SessionNotFound, StorageUnavailable
 from sidecar.store.base import (
     Event,
     ListQuery,
@@ -150,7 +150,12 @@ class Handlers:
         fork = {"session_id": new_id, "parent_session_id": params.session_id, "timestamp": stamp}
         payload = msgspec.json.encode({"jsonrpc": "2.0", "method": "session.fork", "params": fork})
         self.ingest.add(Event(new_id, payload, parse_ns(stamp), "session.fork"))
-        await self.ingest.drain()
+        try:
+            await self.ingest.drain()
+        except StoreFailure as exc:  # queued like any event: it will be stored, do not retry
+            raise StorageUnavailable(
+                str(exc), retained=True, session_id=new_id, note="the fork is kept and retried"
+            ) from None
         return {"session_id": new_id, "copied": len(copied)}
 
     async def search(self, params: SearchParams) -> list[SearchHit]:

@@ -397,3 +397,10 @@ def test_summaries_and_search_survive_a_restart(backend: Backend) -> None:
         assert summary["event_count"] == 3 and summary["title"] == "persistent heron"
         assert [h["session_id"] for h in daemon.result("storage.search", ["heron"])] == ["r"]
         assert daemon.close() == 0
+
+
+def test_search_words_split_at_underscores_and_keep_sharp_s(store: Daemon) -> None:
+    store.send(prompt("w", ts(1), text="see parse_expr now"), prompt("w", ts(2), text="Die Straße"))
+    assert [h["snippet"] for h in store.result("storage.search", ["parse"])] == ["see [parse]_expr now"]
+    assert [h["snippet"] for h in store.result("storage.search", ["STRASSE"])] == []
+    assert [h["snippet"] for h in store.result("storage.search", ["straße"])] == ["Die [Straße]"]

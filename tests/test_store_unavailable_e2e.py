@@ -75,3 +75,19 @@ def test_a_store_that_cannot_be_opened_leaves_no_traceback(tmp_path: Path) -> No
         with Daemon(tmp_path) as daemon:  # a directory is no database
             assert daemon.close() == 3
             assert "Traceback" not in daemon.stderr and "cannot open" in daemon.stderr
+
+
+def test_a_fork_the_store_cannot_take_yet_is_answered_retained_and_stored_later(db: Path) -> None:
+    with Daemon(db, "--lock-timeout", "0.1") as daemon:
+        daemon.send(init("parent"))
+        assert daemon.result("storage.flush") == {"seq": 1}
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        reply = daemon.request("storage.fork_session", {"session_id": "parent", "new_session_id": "child"})
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert reply["error"]["code"] == -32001 and reply["error"]["data"]["retained"] is True
+        assert reply["error"]["data"]["session_id"] == "child"
+        assert daemon.result("storage.flush") == {"seq": 3}
+        assert len(daemon.result("storage.get_session", ["child"])) == 2
+        assert daemon.close() == 0

@@ -18,7 +18,9 @@ from sidecar.store.base import Event, SearchHit, SearchQuery
 
 SEARCHED_METHODS = frozenset({"user.prompt.submit", "assistant.response", "session.stop", "tool.result"})
 SNIPPET_WORDS = 16
-_WORD = re.compile(r"\w+")
+# Letters and digits; `_` separates words, as in FTS5's unicode61 tokenizer. Case is
+# compared by str.lower(), which folds as that tokenizer does (no ß -> ss).
+_WORD = re.compile(r"[^\W_]+")
 
 
 class _Part(msgspec.Struct):
@@ -43,7 +45,7 @@ _decoder = msgspec.json.Decoder(_Notification)
 
 def query_terms(query: str) -> tuple[str, ...]:
     """The words of a query, lower-cased; () if it has none."""
-    return tuple(dict.fromkeys(word.casefold() for word in _WORD.findall(query)))
+    return tuple(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
 
 
 def searchable(method: str, payload: bytes) -> tuple[str, str] | None:
@@ -74,16 +76,16 @@ def snippet(text: str, terms: tuple[str, ...]) -> str | None:
     """A few words around the first match, as written, with matched words in [brackets];
     None unless every term occurs."""
     words = list(_WORD.finditer(text))
-    found = {w.group().casefold() for w in words}
+    found = {w.group().lower() for w in words}
     if not all(term in found for term in terms):
         return None
-    first = next(i for i, w in enumerate(words) if w.group().casefold() in terms)
+    first = next(i for i, w in enumerate(words) if w.group().lower() in terms)
     start = max(0, first - SNIPPET_WORDS // 4)
     window = words[start : start + SNIPPET_WORDS]
     pieces, at = [], window[0].start()
     for word in window:
         pieces.append(text[at : word.start()])
-        pieces.append(f"[{word.group()}]" if word.group().casefold() in terms else word.group())
+        pieces.append(f"[{word.group()}]" if word.group().lower() in terms else word.group())
         at = word.end()
     prefix = "…" if start > 0 else ""
     suffix = "…" if start + SNIPPET_WORDS < len(words) else text[at:]  # the end, as written
