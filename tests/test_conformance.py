@@ -404,3 +404,18 @@ def test_search_words_split_at_underscores_and_keep_sharp_s(store: Daemon) -> No
     assert [h["snippet"] for h in store.result("storage.search", ["parse"])] == ["see [parse]_expr now"]
     assert [h["snippet"] for h in store.result("storage.search", ["STRASSE"])] == []
     assert [h["snippet"] for h in store.result("storage.search", ["straße"])] == ["Die [Straße]"]
+
+
+def test_a_session_another_process_deletes_and_recreates_is_summarised_afresh(backend: Backend) -> None:
+    if not backend.persistent:
+        pytest.skip("one process only: the memory backend is not shared")
+    with backend.daemon() as writer:
+        writer.send(prompt("s", ts(5), text="first life"))
+        assert writer.result("storage.flush")["seq"] >= 1
+        with backend.daemon() as other:
+            assert other.result("storage.delete_session", ["s"]) == {"deleted": 1}
+            assert other.close() == 0
+        writer.send(prompt("s", ts(9), text="second life"))
+        [summary] = writer.result("storage.list_sessions")
+        assert (summary["event_count"], summary["title"]) == (1, "second life")
+        assert writer.close() == 0

@@ -13,7 +13,7 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import chain, repeat
 from operator import add
 from pathlib import Path
@@ -38,7 +38,7 @@ from sidecar.store.base import (
 )
 from sidecar.store.files import create_private_file
 from sidecar.store.search import searchable, snippet
-from sidecar.store.summary import Tally, tally_events
+from sidecar.store.summary import DETAIL_METHODS, Tally
 from sidecar.timestamps import MIN_NS, clamp
 
 log = logging.getLogger("sidecar")
@@ -71,15 +71,19 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE INDEX IF NOT EXISTS idx_events_unkeyed ON events(session_id) WHERE timestamp_ns IS NULL;
 """
-# Per-session summaries (summary.Tally as JSON), folded in the same transaction as the
-# events, and a full-text index keyed by event id. Under a flood the index is left behind
-# (`search_progress`) and caught up by small batches and before every search, so it costs
-# the ingest rate little.
+# Per-session summaries, kept in the same transaction as the events: counts and first and
+# last instants summed by SQL over the rows just inserted (no Python per event), the rest
+# (model, status, usage, title: summary.Tally as JSON) folded in Python from the few
+# events that carry it. And a full-text index keyed by event id. Under a flood the index is left behind
+# (`search_progress`) and caught up before the next search, so it costs the ingest rate
+# little.
 _SUMMARY_AND_SEARCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     session_id  TEXT    PRIMARY KEY,
+    event_count INTEGER NOT NULL,
+    first_ns    INTEGER NOT NULL,
     last_ns     INTEGER NOT NULL,
-    tally       BLOB    NOT NULL
+    details     BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_sessions_last_ns ON sessions(last_ns);
 CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5(text, tokenize = 'unicode61 remove_diacritics 0');
@@ -102,11 +106,22 @@ _UNKEYED = "SELECT id, payload FROM events WHERE session_id = ? AND timestamp_ns
 _ALL_UNKEYED = "SELECT id, payload FROM events WHERE timestamp_ns IS NULL"
 _UNINDEXED = "SELECT 1 FROM events WHERE id > (SELECT indexed_upto FROM search_progress)"
 _SET_KEYS = "UPDATE events SET timestamp_ns = ?, method = ? WHERE id = ?"
-_SAVE_TALLY = "INSERT OR REPLACE INTO sessions (session_id, last_ns, tally) VALUES (?, ?, ?)"
+# Counts of the rows an id condition selects, added to their sessions' summaries.
+_COUNT_ROWS = """
+INSERT INTO sessions (session_id, event_count, first_ns, last_ns)
+SELECT session_id, count(*), min(timestamp_ns), max(timestamp_ns) FROM events
+WHERE method IS NOT NULL AND {condition} GROUP BY session_id
+ON CONFLICT (session_id) DO UPDATE SET
+    event_count = event_count + excluded.event_count,
+    first_ns = min(first_ns, excluded.first_ns),
+    last_ns = max(last_ns, excluded.last_ns)
+"""
+_SAVE_DETAILS = "UPDATE sessions SET details = ? WHERE session_id = ?"
+PROMPT = "user.prompt.submit"
+_NO_TITLE = 2**63
 # Batches up to this size are indexed for search in their own transaction; bigger ones
-# (a flood) leave it to a later catch-up, which small batches advance by CATCH_UP_ROWS.
+# (a flood) leave it to the catch-up the next search runs.
 INDEX_INLINE_EVENTS = 256
-CATCH_UP_ROWS = 2048
 _tally_decoder = msgspec.json.Decoder(Tally)
 
 
@@ -120,6 +135,8 @@ class SqliteStore(Store):
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()  # one transaction at a time on the connection
+        self._title_ns: dict[str, int] = {}  # instant of each session's title, as far as seen
+        self._data_version = -1  # of the database when _title_ns was last valid
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -163,7 +180,7 @@ class SqliteStore(Store):
                 if version < SCHEMA_VERSION:
                     await self._fill_keys(_ALL_UNKEYED)
                 if version < 3:
-                    await self._rebuild_tallies()
+                    await self._rebuild_summaries()
                 if version < SCHEMA_VERSION:
                     await self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 await self.db.execute("COMMIT")
@@ -199,7 +216,7 @@ class SqliteStore(Store):
                     await self.db.executemany(
                         _INSERT_REJECTED, [(r.received_ms, r.line, r.reason) for r in rejected]
                     )
-                await self._fold(events)
+                await self._summarise("id BETWEEN ? AND ?", (last - len(events) + 1, last), events)
                 await self._index_batch(events, last)
                 await self.db.commit()
             except sqlite3.Error as exc:
@@ -227,17 +244,24 @@ class SqliteStore(Store):
     async def list_sessions(self, query: ListQuery) -> list[SessionSummary]:
         try:
             await self._catch_up(_ALL_UNKEYED, index=False)
-            where, args = (
-                ("WHERE last_ns < ?", [clamp(query.before_ns)]) if query.before_ns is not None else ("", [])
-            )
+            where, args = "", cast("tuple[object, ...]", ())
+            if query.before_ns is not None:
+                where, args = "WHERE last_ns < ?", (clamp(query.before_ns),)
             limit = "" if query.text or query.limit is None else f"LIMIT {int(query.limit)}"
-            sql = f"SELECT tally FROM sessions {where} ORDER BY last_ns DESC, session_id DESC {limit}"
-            rows = await self._fetch(sql, tuple(args))
+            sql = (
+                "SELECT session_id, event_count, first_ns, last_ns, details FROM sessions "
+                f"{where} ORDER BY last_ns DESC, session_id DESC {limit}"
+            )
+            rows = await self._fetch(sql, args)
         except sqlite3.Error as exc:
             raise StoreFailure(str(exc)) from exc
-        tallies = (_tally_decoder.decode(row[0]) for row in rows)
-        chosen = [t for t in tallies if t.event_count and (not query.text or t.matches(query.text))]
-        return [t.summary() for t in chosen[: query.limit]]
+        chosen = []
+        for session_id, count, first_ns, last_ns, details in rows:
+            tally = _tally_decoder.decode(details) if details else Tally(session_id=session_id.decode())
+            tally.event_count, tally.first_ns, tally.last_ns = count, first_ns, last_ns
+            if not query.text or tally.matches(query.text):
+                chosen.append(tally.summary())
+        return chosen[: query.limit]
 
     async def delete_session(self, session_id: str) -> int:
         async with self._write_lock:
@@ -250,6 +274,7 @@ class SqliteStore(Store):
                 cursor = await self.db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
                 deleted = cursor.rowcount
                 await self.db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+                self._title_ns.pop(session_id, None)
                 await self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await self._rollback()
@@ -292,7 +317,12 @@ class SqliteStore(Store):
         async with self._write_lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
-                await self._fold(await self._fill_keys(unkeyed_sql, args))
+                keyed = await self._fill_keys(unkeyed_sql, args)
+                for start in range(0, len(keyed), 500):
+                    chunk = keyed[start : start + 500]
+                    ids = tuple(row_id for row_id, _ in chunk)
+                    condition = f"id IN ({', '.join('?' * len(ids))})"
+                    await self._summarise(condition, ids, [event for _, event in chunk])
                 if index:
                     await self._index_rows(None)
                 await self.db.execute("COMMIT")
@@ -300,7 +330,7 @@ class SqliteStore(Store):
                 await self._rollback()
                 raise
 
-    async def _fill_keys(self, select_sql: str, args: tuple[object, ...] = ()) -> list[Event]:
+    async def _fill_keys(self, select_sql: str, args: tuple[object, ...] = ()) -> list[tuple[int, Event]]:
         """Derive method and instant from the payload of rows that lack them; the events
         keyed, for their sessions' summaries.
 
@@ -308,7 +338,7 @@ class SqliteStore(Store):
         (the Rust crate would fail the whole read); it is logged once here.
         """
         updates: list[tuple[int, str | None, int]] = []
-        keyed: list[Event] = []
+        keyed: list[tuple[int, Event]] = []
         for row_id, payload in await self._fetch(select_sql, args):
             keys = stored_keys(payload)
             if keys is None:
@@ -316,64 +346,86 @@ class SqliteStore(Store):
                 updates.append((MIN_NS, None, row_id))
             else:
                 updates.append((keys.timestamp_ns, keys.method, row_id))
-                keyed.append(Event(keys.session_id, payload, keys.timestamp_ns, keys.method))
+                keyed.append((row_id, Event(keys.session_id, payload, keys.timestamp_ns, keys.method)))
         if updates:
             await self.db.executemany(_SET_KEYS, updates)
         return keyed
 
-    async def _fold(self, events: Sequence[Event]) -> None:
-        """Fold events into their sessions' summaries, inside the caller's transaction."""
-        if not events:
+    async def _summarise(self, condition: str, args: tuple[object, ...], events: Sequence[Event]) -> None:
+        """Add rows (already inserted; `condition` on `id` selects them) to their sessions'
+        summaries, inside the caller's transaction."""
+        await self.db.execute(_COUNT_ROWS.format(condition=condition), args)
+        # A quarter of all events are prompts, and only a session's earliest is its title:
+        # skip those no earlier than a title already seen (a title's instant only falls,
+        # unless another process deleted the session: forget them when another commits).
+        version = await self._scalar("PRAGMA data_version")
+        if version != self._data_version:
+            self._title_ns.clear()
+            self._data_version = version
+        floor = self._title_ns
+        detailed = [
+            event
+            for event in events
+            if event.method in DETAIL_METHODS
+            and (event.method != PROMPT or event.timestamp_ns < floor.get(event.session_id, _NO_TITLE))
+        ]
+        if not detailed:
             return
-        session_ids = list(dict.fromkeys(event.session_id for event in events))
+        session_ids = list(dict.fromkeys(event.session_id for event in detailed))
         tallies: dict[str, Tally] = {}
         for start in range(0, len(session_ids), 500):
             chunk = session_ids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
-            for (blob,) in await self._fetch(
-                f"SELECT tally FROM sessions WHERE session_id IN ({marks})", tuple(chunk)
-            ):
+            sql = f"SELECT details FROM sessions WHERE session_id IN ({marks}) AND details IS NOT NULL"
+            for (blob,) in await self._fetch(sql, tuple(chunk)):
                 tally = _tally_decoder.decode(blob)
                 tallies[tally.session_id] = tally
-        tally_events(tallies, events)
-        await self._save_tallies(tallies[session_id] for session_id in session_ids)
+        for event in detailed:
+            if event.session_id not in tallies:
+                tallies[event.session_id] = Tally(session_id=event.session_id)
+            tallies[event.session_id].add_details(event)
+        saved = [(msgspec.json.encode(tally), tally.session_id) for tally in tallies.values()]
+        await self.db.executemany(_SAVE_DETAILS, saved)
+        for tally in tallies.values():
+            if tally.title_ns is not None:
+                floor[tally.session_id] = tally.title_ns
 
-    async def _save_tallies(self, tallies: Iterable[Tally]) -> None:
-        rows = [(t.session_id, t.last_ns, msgspec.json.encode(t)) for t in tallies]
-        await self.db.executemany(_SAVE_TALLY, rows)
-
-    async def _rebuild_tallies(self) -> None:
+    async def _rebuild_summaries(self) -> None:
         """Summaries of every session from its events (a database older than schema 3)."""
-        tallies: dict[str, Tally] = {}
+        await self.db.execute("DELETE FROM sessions")
+        await self.db.execute(_COUNT_ROWS.format(condition="1"))
+        methods = ", ".join(f"'{method}'" for method in sorted(DETAIL_METHODS))
         last_id = 0
         while rows := await self._fetch(
             "SELECT id, session_id, payload, timestamp_ns, method FROM events "
-            "WHERE id > ? AND method IS NOT NULL ORDER BY id LIMIT 10000",
+            f"WHERE id > ? AND method IN ({methods}) ORDER BY id LIMIT 10000",
             (last_id,),
         ):
-            tally_events(
-                tallies,
-                (Event(sid.decode(), payload, ns, method.decode()) for _, sid, payload, ns, method in rows),
-            )
+            events = [
+                Event(sid.decode(), payload, ns, method.decode()) for _, sid, payload, ns, method in rows
+            ]
+            await self._summarise("0", (), events)  # counted above: details only
             last_id = rows[-1][0]
-        await self.db.execute("DELETE FROM sessions")
-        await self._save_tallies(tallies.values())
 
     async def _index_batch(self, events: Sequence[Event], last: int) -> None:
-        """Index a small batch for search now; advance a lagging index a little instead."""
+        """Index a small batch for search now, if the index is up to date: one
+        compare-and-set round trip decides. A lagging index (after a flood, or other
+        writers) is caught up by the next search instead, off the ingest path."""
         if not events or len(events) > INDEX_INLINE_EVENTS:
             return
         first = last - len(events) + 1
-        if await self._scalar("SELECT indexed_upto FROM search_progress") != first - 1:
-            await self._index_rows(CATCH_UP_ROWS)
+        advanced = await self.db.execute(
+            "UPDATE search_progress SET indexed_upto = ? WHERE indexed_upto = ?", (last, first - 1)
+        )
+        if advanced.rowcount != 1:
             return
         rows = []
         for row_id, event in enumerate(events, first):
             found = searchable(event.method, event.payload)
             if found is not None:
                 rows.append((row_id, found[1]))
-        await self.db.executemany("INSERT INTO search_index (rowid, text) VALUES (?, ?)", rows)
-        await self.db.execute("UPDATE search_progress SET indexed_upto = ?", (last,))
+        if rows:
+            await self.db.executemany("INSERT INTO search_index (rowid, text) VALUES (?, ?)", rows)
 
     async def _index_rows(self, limit: int | None) -> None:
         """Index events after `search_progress`, up to `limit` rows (None: all)."""

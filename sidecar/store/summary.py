@@ -17,6 +17,7 @@ import msgspec
 from sidecar.store.base import Event, ListQuery, SessionSummary
 
 TITLE_CHARS = 120
+DETAIL_METHODS = frozenset({"session.init", "session.stop", "session.fork", "user.prompt.submit"})
 
 
 class _Fields(msgspec.Struct):
@@ -56,12 +57,19 @@ class Tally(msgspec.Struct, kw_only=True):
     title_ns: int | None = None
 
     def add(self, event: Event) -> None:
-        ns, method = event.timestamp_ns, event.method
+        ns = event.timestamp_ns
         self.event_count += 1
         if self.first_ns is None or ns < self.first_ns:
             self.first_ns = ns
         if self.last_ns is None or ns >= self.last_ns:
             self.last_ns = ns
+        if event.method in DETAIL_METHODS:
+            self.add_details(event)
+
+    def add_details(self, event: Event) -> None:
+        """Fold what an init, stop, fork or prompt says; counting is `add`'s (sqlite counts
+        in SQL and calls only this, for the few events that need Python)."""
+        ns, method = event.timestamp_ns, event.method
         if method == "user.prompt.submit":
             if self.title_ns is None or ns < self.title_ns:
                 prompt = _fields(event.payload).prompt
