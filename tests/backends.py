@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 from daemon import Daemon
+from pg_server import fetch
 
 
 class Backend:
@@ -76,6 +77,20 @@ class MemoryBackend(Backend):
         raise AssertionError("the memory backend's quarantine is visible only through storage.stats")
 
 
+class PostgresBackend(Backend):
+    name = "postgres"
+
+    def __init__(self, root: Path, dsn: str) -> None:
+        super().__init__(root)
+        self.dsn = dsn  # a fresh database of its own (conftest's postgres_dsn)
+
+    def args(self) -> list[str]:
+        return ["--backend", "postgres", "--dsn", self.dsn]
+
+    def quarantined(self) -> list[bytes]:
+        return [row[0] for row in fetch(self.dsn, "SELECT line FROM quarantine ORDER BY id")]
+
+
 BACKENDS: dict[str, type[Backend]] = {
-    kind.name: kind for kind in (SqliteBackend, JsonlBackend, MemoryBackend)
+    kind.name: kind for kind in (SqliteBackend, JsonlBackend, MemoryBackend, PostgresBackend)
 }

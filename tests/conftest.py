@@ -8,8 +8,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from backends import BACKENDS, Backend
+from backends import BACKENDS, Backend, PostgresBackend
 from daemon import Daemon
+from pg_server import PostgresServer
 
 
 @pytest.fixture
@@ -27,4 +28,26 @@ def daemon(db: Path) -> Iterator[Daemon]:
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """Each store backend in turn, on a fresh location: the conformance suite runs on all."""
-    return BACKENDS[request.param](tmp_path)
+    kind = BACKENDS[request.param]
+    if kind is PostgresBackend:  # a fresh database on the one test server
+        return PostgresBackend(tmp_path, request.getfixturevalue("postgres_dsn"))
+    return kind(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run, started on first use. Durability is off:
+    these tests restart it cleanly, never crash it."""
+    server = PostgresServer({"fsync": "off", "full_page_writes": "off"})
+    try:
+        yield server.start()
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new empty database on the test server, dropped after the test."""
+    dsn = postgres_server.create_database()
+    yield dsn
+    postgres_server.drop_database(dsn)

@@ -18,6 +18,12 @@ def open_store(settings: Settings) -> Store:
         from sidecar.store.jsonl import JsonlStore
 
         return JsonlStore(settings.jsonl_dir, fsync=full, lock_timeout_s=settings.busy_timeout_ms / 1000)
+    if settings.backend == "postgres":
+        from sidecar.store.postgres import PostgresStore
+
+        return PostgresStore(
+            settings.dsn, durability=settings.durability, lock_timeout_ms=settings.busy_timeout_ms
+        )
     from sidecar.store.sqlite import SqliteStore
 
     return SqliteStore(
