@@ -108,7 +108,8 @@ def _add_store_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         choices=BACKENDS,
         default=default("sqlite"),
         help="where sessions are kept: sqlite (one database file, the default), jsonl (one "
-        "<session_id>.jsonl file per session, the Rust crate's layout) or memory (gone at exit)",
+        "<session_id>.jsonl file per session, the Rust crate's layout), memory (gone at exit) "
+        "or postgres (a server many sidecars share; see --dsn)",
     )
     parser.add_argument(
         "--db",
