@@ -87,6 +87,21 @@ class StoreFailure(Exception):
     """The store cannot take or serve data now (disk full, read-only, locked, ...)."""
 
 
+class SeqUnavailable(StoreFailure):
+    """A replay was asked from a seq the store no longer keeps a record of."""
+
+
+class Page(msgspec.Struct, gc=False):
+    """Committed events after a seq, in seq order (see Store.events_after)."""
+
+    events: list[tuple[int, Event]]  # (seq, event); unreadable and deleted events are left out
+    upto: int  # every event with seq <= upto was looked at: the next page starts after it
+    more: bool  # the limit was reached: there may be more right away
+
+
+UNSUPPORTED = "subscriptions are not supported by this backend"
+
+
 def method_matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
     """Exact method names, or `prefix.*` for every method under `prefix.`."""
     exact = {p for p in patterns if not p.endswith(".*")}
@@ -162,3 +177,24 @@ class Store(ABC):
     @abstractmethod
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         """Events whose text holds every term, newest first."""
+
+    # Following commits (storage.subscribe, the tail command). Not abstract: a backend
+    # without them still serves everything else, and a subscribe gets -32001.
+
+    async def last_seq(self) -> int:
+        """The seq of the latest event committed by any process (0 if none): "now"."""
+        raise StoreFailure(UNSUPPORTED)
+
+    async def change_token(self) -> object:
+        """A cheap value that differs after any process commits (compared, never read).
+
+        Called every few tens of milliseconds, and only while someone follows the store;
+        a backend may do its own periodic upkeep here.
+        """
+        raise StoreFailure(UNSUPPORTED)
+
+    async def events_after(self, after: int, limit: int) -> Page:
+        """Up to `limit` committed events with seq > `after`, by any process, in seq
+        order, each seq once; SeqUnavailable if the store no longer knows what followed
+        `after`."""
+        raise StoreFailure(UNSUPPORTED)

@@ -13,7 +13,8 @@ read of that session (parsed events are kept, up to CACHE_BYTES); a file replace
 short or rewritten so that a known line end moved is parsed again from the start.
 
 Ids that are not plain file names never reach the file system as they are (`file_name`).
-The store-wide sequence number lives in `.seq`, rejected input in `.quarantine.jsonl`.
+The store-wide sequence number lives in `.seq`, rejected input in `.quarantine.jsonl`;
+`.log` records which lines each commit appended, for followers (`jsonl_log`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +41,7 @@ from sidecar.events import stored_keys
 from sidecar.store.base import (
     Event,
     ListQuery,
+    Page,
     Rejected,
     SearchHit,
     SearchQuery,
@@ -49,6 +52,7 @@ from sidecar.store.base import (
     select,
 )
 from sidecar.store.files import create_private_dirs
+from sidecar.store.jsonl_log import LOG_FILE, CommitLog, Entry, LogReader, Record, Span
 from sidecar.store.search import scan
 from sidecar.store.summary import Tally, newest_first, tally_events
 
@@ -64,6 +68,10 @@ MAX_NAME_BYTES = 200
 _PLAIN_ID = re.compile(r"(?!.*\.\.)[A-Za-z0-9_-][A-Za-z0-9._-]*", re.ASCII)
 _LOCK_POLL_S = 0.005
 CACHE_BYTES = 64 * 1024 * 1024  # parsed events kept between reads
+# While followed, session files are checked for lines other programs appended (a stat
+# each) this often, or less on a directory so large that a scan costs over 1% of a core.
+SCAN_EVERY_S = 0.5
+SCAN_SHARE = 0.01
 
 
 def file_name(session_id: str) -> str:
@@ -95,6 +103,11 @@ class JsonlStore(Store):
         self._parsed: OrderedDict[str, _Parsed] = OrderedDict()  # by file name, least recent first
         self._parsed_bytes = 0
         self._tallies: dict[str, tuple[_Position, Tally | None]] = {}  # by file name
+        # flock excludes other processes only; this excludes this process's other threads.
+        self._thread_lock = threading.RLock()
+        self._log = CommitLog(directory, fsync=fsync)
+        self._log_reader = LogReader(directory)
+        self._next_scan = 0.0  # monotonic time of the next scan for lines others appended
 
     async def open(self) -> None:
         try:
@@ -129,6 +142,28 @@ class JsonlStore(Store):
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         return scan(await self._in_thread("search", self._searched_events, query.session_id), query)
 
+    async def last_seq(self) -> int:
+        return await self._in_thread("follow", self._head)
+
+    async def change_token(self) -> object:
+        """The log's identity and size. Called many times a second while followed, so the
+        one stat is made here (a thread hop would cost more); every SCAN_EVERY_S, lines
+        other programs appended are adopted, in a thread."""
+        now = time.monotonic()
+        if now >= self._next_scan:
+            await self._in_thread("follow", self._adopt)
+            self._next_scan = now + max(SCAN_EVERY_S, (time.monotonic() - now) / SCAN_SHARE)
+        try:
+            stat = os.stat(self.directory / LOG_FILE)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreFailure(f"cannot follow {self.directory}: {exc.strerror or exc}") from exc
+        return stat.st_ino, stat.st_size
+
+    async def events_after(self, after: int, limit: int) -> Page:
+        return await self._in_thread("follow", self._log_reader.events_after, after, limit)
+
     async def _in_thread(self, action: str, work: Callable[..., _T], *args: Any) -> _T:
         """File work off the event loop; OSError becomes StoreFailure."""
         try:
@@ -140,18 +175,37 @@ class JsonlStore(Store):
 
     def _write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> range:
         by_session: dict[str, list[bytes]] = {}
+        # [session, events, bytes] of each run of one session's events: the log keeps arrival order
+        runs: list[list[Any]] = []
+        run: list[Any] = [None, 0, 0]
         for event in events:
             by_session.setdefault(event.session_id, []).append(event.payload)
+            if event.session_id != run[0]:
+                run = [event.session_id, 0, 0]
+                runs.append(run)
+            run[1] += 1
+            run[2] += len(event.payload) + 1
         with self._locked():
+            self._log.prepare(self._stored_seq() + 1)
             appended: list[tuple[int, int]] = []  # (fd, size before) of every file touched
             try:
-                for session_id, payloads in by_session.items():
-                    self._append(self.directory / file_name(session_id), payloads, appended)
+                spans = {
+                    session_id: self._append(self.directory / file_name(session_id), payloads, appended)
+                    for session_id, payloads in by_session.items()
+                }
                 if rejected:
                     self._append(
                         self.directory / QUARANTINE_FILE, [_quarantine_line(r) for r in rejected], appended
                     )
-                last = self._advance_seq(len(events))
+                # Lines another program appended before ours are logged first, in file order.
+                foreign = self._log.foreign(list(spans.values()))
+                adopted = sum(entry[4] for entry in foreign)
+                last = self._advance_seq(adopted + len(events))
+                records = [Record(seq=last - len(events) - adopted + 1, files=foreign)] if foreign else []
+                if events:
+                    records.append(Record(seq=last - len(events) + 1, files=_entries(runs, spans)))
+                if records:
+                    self._log.append(records, appended)
             except BaseException:
                 for fd, size in appended:  # all or nothing: a retry must not duplicate
                     with contextlib.suppress(OSError):
@@ -160,11 +214,13 @@ class JsonlStore(Store):
             finally:
                 for fd, _ in appended:
                     os.close(fd)
+            self._log.rotate_if_big()
         return range(last - len(events) + 1, last + 1)
 
-    def _append(self, path: Path, lines: list[bytes], appended: list[tuple[int, int]]) -> None:
+    def _append(self, path: Path, lines: list[bytes], appended: list[tuple[int, int]]) -> Span:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        size = os.fstat(fd).st_size
+        stat = os.fstat(fd)
+        size = stat.st_size
         appended.append((fd, size))
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         data = b"\n".join(lines) + b"\n"
@@ -173,12 +229,25 @@ class JsonlStore(Store):
             os.fsync(fd)
             if size == 0:  # a new file: its directory entry must be durable too
                 _fsync_directory(self.directory)
+        # O_APPEND: where the write ended, even if another program appended meanwhile.
+        end = os.lseek(fd, 0, os.SEEK_CUR)
+        start = end - len(data)
+        return Span(path.name, stat.st_ino, fd, start - torn, start, end, len(lines))
+
+    def _stored_seq(self) -> int:
+        try:
+            text = (self.directory / SEQ_FILE).read_bytes()[:32].strip()
+        except FileNotFoundError:
+            return 0
+        return int(text) if text.isdigit() else 0
 
     def _advance_seq(self, count: int) -> int:
+        """Take `count` seqs, after both `.seq` and the log (either may be behind the other
+        after a crash)."""
         fd = os.open(self.directory / SEQ_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             text = os.pread(fd, 32, 0).strip()
-            last = (int(text) if text.isdigit() else 0) + count
+            last = max(int(text) if text.isdigit() else 0, self._log.next_seq - 1) + count
             os.pwrite(fd, b"%d\n" % last, 0)
             if self._fsync:
                 os.fsync(fd)
@@ -191,6 +260,16 @@ class JsonlStore(Store):
         """The directory's write lock, waited for up to the lock timeout."""
         if self._lock_fd < 0:
             raise OSError(errno.EBADF, "the store is not open")
+        if not self._thread_lock.acquire(timeout=self._lock_timeout_s):
+            raise OSError(errno.EAGAIN, f"busy for more than {self._lock_timeout_s:g} s")
+        try:
+            with self._flocked():
+                yield
+        finally:
+            self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def _flocked(self) -> Iterator[None]:
         deadline = time.monotonic() + self._lock_timeout_s
         while True:
             try:
@@ -282,14 +361,55 @@ class JsonlStore(Store):
     def _delete(self, session_id: str) -> int:
         name = file_name(session_id)
         with self._locked():
+            self._log.prepare(self._stored_seq() + 1)
             try:
                 _, events, _ = self._new_events(name, None)
                 (self.directory / name).unlink()
             except FileNotFoundError:
                 return 0
+            appended: list[tuple[int, int]] = []
+            try:
+                self._log.deleted(name, appended)
+            except OSError as exc:  # the session is gone all the same
+                log.warning("could not log the removal of %s: %s", name, exc)
+            finally:
+                for fd, _ in appended:
+                    os.close(fd)
         self._parsed.pop(name, None)
         self._tallies.pop(name, None)
         return len(events)
+
+    def _head(self) -> int:
+        """The latest seq logged (lines other programs appended count once adopted)."""
+        with self._thread_lock:
+            self._log.follow()
+            return self._log.next_seq - 1
+
+    def _adopt(self) -> None:
+        """Log the lines other programs appended to session files (the Rust crate), under
+        the lock, after reading what other sidecars logged meanwhile."""
+        with self._thread_lock:
+            if self._log.follow() and not self._log.has_unlogged():
+                return
+            with self._locked():
+                self._log.prepare(self._stored_seq() + 1)
+                entries = self._log.unlogged()
+                if not entries:
+                    return
+                appended: list[tuple[int, int]] = []
+                try:
+                    count = sum(entry[4] for entry in entries)
+                    last = self._advance_seq(count)
+                    self._log.append([Record(seq=last - count + 1, files=entries)], appended)
+                except BaseException:
+                    for fd, size in appended:
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, size)
+                    raise
+                finally:
+                    for fd, _ in appended:
+                        os.close(fd)
+                self._log.rotate_if_big()
 
     def _remember(self, name: str, parsed: _Parsed) -> None:
         """Keep the most recently read sessions' parsed events, up to CACHE_BYTES."""
@@ -332,6 +452,17 @@ def _still_ends_a_line(file: BinaryIO, offset: int) -> bool:
         return True
     file.seek(offset - 1)
     return file.read(1) == b"\n"
+
+
+def _entries(runs: list[list[Any]], spans: dict[str, Span]) -> list[Entry]:
+    """The log entries of a batch: where each run of one session's events went."""
+    entries: list[Entry] = []
+    ends = {session_id: span.start for session_id, span in spans.items()}  # each file's next line
+    for session_id, count, size in runs:
+        span, start = spans[session_id], ends[session_id]
+        entries.append((span.name, span.inode, start, start + size, count))
+        ends[session_id] = start + size
+    return entries
 
 
 def _quarantine_line(rejected: Rejected) -> bytes:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from sidecar.store.base import (
     Event,
     ListQuery,
+    Page,
     Rejected,
     SearchHit,
     SearchQuery,
@@ -27,6 +28,7 @@ class MemoryStore(Store):
         self._sessions: dict[str, list[tuple[Event, int]]] = {}  # (event, seq), arrival order
         self._tallies: dict[str, Tally] = {}
         self.quarantine: list[Rejected] = []
+        self._by_seq: list[Event | None] = []  # index seq - 1; None once deleted
         self._last_seq = 0
 
     async def open(self) -> None:
@@ -39,6 +41,7 @@ class MemoryStore(Store):
         first = self._last_seq + 1
         for seq, event in enumerate(events, first):
             self._sessions.setdefault(event.session_id, []).append((event, seq))
+        self._by_seq.extend(events)
         tally_events(self._tallies, events)
         self.quarantine.extend(rejected)
         self._last_seq += len(events)
@@ -55,10 +58,24 @@ class MemoryStore(Store):
 
     async def delete_session(self, session_id: str) -> int:
         self._tallies.pop(session_id, None)
-        return len(self._sessions.pop(session_id, ()))
+        events = self._sessions.pop(session_id, [])
+        for _, seq in events:
+            self._by_seq[seq - 1] = None
+        return len(events)
 
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         return scan(self._events(query.session_id), query)
+
+    async def last_seq(self) -> int:
+        return self._last_seq
+
+    async def change_token(self) -> object:
+        return self._last_seq  # one process: its own commits wake followers directly
+
+    async def events_after(self, after: int, limit: int) -> Page:
+        chosen = self._by_seq[after : after + limit]
+        events = [(seq, event) for seq, event in enumerate(chosen, after + 1) if event is not None]
+        return Page(events, max(after, min(after + limit, self._last_seq)), after + limit < self._last_seq)
 
     def _events(self, session_id: str | None) -> Iterator[tuple[Event, int]]:
         sessions = [self._sessions.get(session_id, [])] if session_id is not None else self._sessions.values()

@@ -27,6 +27,7 @@ from sidecar.events import stored_keys
 from sidecar.store.base import (
     Event,
     ListQuery,
+    Page,
     Rejected,
     SearchHit,
     SearchQuery,
@@ -105,6 +106,9 @@ _INSERT_REJECTED = "INSERT INTO quarantine (received_at, line, reason) VALUES (?
 _UNKEYED = "SELECT id, payload FROM events WHERE session_id = ? AND timestamp_ns IS NULL"
 _ALL_UNKEYED = "SELECT id, payload FROM events WHERE timestamp_ns IS NULL"
 _UNINDEXED = "SELECT 1 FROM events WHERE id > (SELECT indexed_upto FROM search_progress)"
+_EVENTS_AFTER = (
+    "SELECT id, session_id, payload, timestamp_ns, method FROM events WHERE id > ? ORDER BY id LIMIT ?"
+)
 _SET_KEYS = "UPDATE events SET timestamp_ns = ?, method = ? WHERE id = ?"
 # Counts of the rows an id condition selects, added to their sessions' summaries.
 _COUNT_ROWS = """
@@ -135,6 +139,11 @@ class SqliteStore(Store):
         self._busy_timeout_ms = busy_timeout_ms
         self._db: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()  # one transaction at a time on the connection
+        # Followers read through a connection of their own: it never sees the writer's
+        # uncommitted rows, and its data_version changes on every commit, ours included.
+        self._follower: aiosqlite.Connection | None = None
+        self._follower_lock = asyncio.Lock()
+        self._versions: sqlite3.Connection | None = None  # data_version, read on the loop
         self._title_ns: dict[str, int] = {}  # instant of each session's title, as far as seen
         self._data_version = -1  # of the database when _title_ns was last valid
 
@@ -191,6 +200,12 @@ class SqliteStore(Store):
                 log.info("migrated %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     async def close(self) -> None:
+        if self._versions is not None:
+            self._versions.close()
+            self._versions = None
+        if self._follower is not None:
+            follower, self._follower = self._follower, None
+            await follower.close()
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -307,6 +322,62 @@ class SqliteStore(Store):
                 text = snippet(found[1], query.terms) or found[1][:200]
                 hits.append(SearchHit(session_id.decode(), row_id, method.decode(), found[0], text))
         return hits
+
+    async def last_seq(self) -> int:
+        rows = await self._follow("SELECT COALESCE(MAX(id), 0) FROM events")
+        return int(rows[0][0])
+
+    async def change_token(self) -> object:
+        """PRAGMA data_version of a connection that never writes: it changes with every
+        commit, ours included. Asked many times a second while followed, so on the loop
+        itself (a thread hop costs more than the read) and never waiting: busy, it reports
+        a change, and the read that follows goes through the follower's thread."""
+        try:
+            if self._versions is None:
+                if self._db is None:
+                    raise StoreFailure("the store is not open")
+                self._versions = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+                self._versions.execute("PRAGMA query_only = 1")
+            return self._versions.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return object()
+
+    async def events_after(self, after: int, limit: int) -> Page:
+        """Ids are given in commit order (one writer at a time holds the write lock), so
+        `id > after` is every later commit, once. Rows the Rust crate inserted have no keys
+        yet: they are read from the payload here, without writing."""
+        rows = await self._follow(_EVENTS_AFTER, (after, limit))
+        events = []
+        for row_id, session_id, payload, timestamp_ns, method in rows:
+            if method is None:
+                keys = stored_keys(payload)
+                if keys is None:
+                    continue
+                timestamp_ns, method = keys.timestamp_ns, keys.method
+            else:
+                method = method.decode()
+            events.append((row_id, Event(session_id.decode(), payload, timestamp_ns, method)))
+        return Page(events, rows[-1][0] if rows else after, len(rows) == limit)
+
+    async def _follow(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            follower = await self._follower_connection()
+            return list(await follower.execute_fetchall(sql, args))
+        except sqlite3.Error as exc:
+            raise StoreFailure(str(exc)) from exc
+
+    async def _follower_connection(self) -> aiosqlite.Connection:
+        """The followers' connection, opened on first use (a daemon nobody follows has none)."""
+        async with self._follower_lock:
+            if self._follower is None:
+                if self._db is None:
+                    raise StoreFailure("the store is not open")
+                follower = await aiosqlite.connect(self.path, isolation_level=None)
+                follower.text_factory = bytes
+                await follower.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                await follower.execute("PRAGMA query_only = 1")
+                self._follower = follower
+            return self._follower
 
     async def _catch_up(self, unkeyed_sql: str, args: tuple[object, ...] = (), *, index: bool) -> None:
         """Key and summarise rows the Rust crate inserted, and with `index`, bring the search
