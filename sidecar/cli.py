@@ -41,6 +41,7 @@ commands (serve is the default):
   fork SESSION     copy a session under a new id, as `microag --fork`
   delete SESSION   remove a session
   stats            what the store holds
+  tail [SESSION]   follow what is written, as tail -f (--json: the events)
 
 exit codes: 0 success, 1 not found (or the daemon could not store everything),
 2 usage, 3 the store failed
@@ -91,7 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     delete = command("delete", "remove a session's events, summary and search entries")
     delete.add_argument("session_id", metavar="SESSION")
     command("stats", "what the store holds")
-    for sub in (listing, show, search, fork, delete, commands.choices["stats"]):
+    tail = command("tail", "follow the events any process writes to the store, until Ctrl-C")
+    tail.add_argument("session_id", metavar="SESSION", nargs="?", help="default: every session")
+    tail.add_argument(
+        "--from",
+        dest="from_seq",
+        type=_seq,
+        metavar="SEQ",
+        help="start after this seq (0: from the first the store can replay); default: from now",
+    )
+    for sub in (listing, show, search, fork, delete, commands.choices["stats"], tail):
         sub.add_argument("--json", action="store_true", default=False, help="JSON for programs")
     return parser
 
@@ -184,6 +194,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _seq(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,10 @@ from sidecar.handlers import (
 )
 from sidecar.ingest import Ingest
 from sidecar.protocol import InvalidParams, RpcError, SessionNotFound
+from sidecar.stdio import StdoutWriter
 from sidecar.store import Store, StoreFailure, open_store
+from sidecar.store.base import Event, SeqUnavailable
+from sidecar.subscriptions import Hub
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -40,6 +44,8 @@ EXIT_USAGE = 2
 EXIT_STORE_FAILED = 3
 EVERYTHING = 2**31  # a list_sessions limit that means all of them
 PROGRESS_EVERY_S = 2.0
+TAIL_OUTPUT_BYTES = 4 * 1024 * 1024  # what tail queues for a slow terminal before it pauses
+TAIL_DRAIN_S = 1.0  # at exit, how long to wait for the terminal to take what is queued
 READ_CHUNK = 1024 * 1024
 
 Command = Callable[[argparse.Namespace, Handlers, Settings], Awaitable[int]]
@@ -228,6 +234,65 @@ async def stats(args: argparse.Namespace, handlers: Handlers, _: Settings) -> in
     return EXIT_OK
 
 
+async def tail(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
+    """Follow the events any process commits, as `tail -f` does, until Ctrl-C, SIGTERM or
+    stdout closes. A slow terminal pauses the following; nothing is skipped."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    failure: list[str] = []
+
+    def lagged(_: int, last_seq: int) -> None:
+        failure.append(f"the store no longer holds what followed seq {last_seq}")
+        stop.set()
+
+    sys.stdout.flush()
+    writer = StdoutWriter(sys.stdout.fileno(), loop, TAIL_OUTPUT_BYTES, on_broken=stop.set)
+    hub = Hub(handlers.store, writer)
+    writer.on_written = hub.output_written
+    render_event = _json_event if args.json else _transcript_event(_style(), args.session_id is None)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    writer.start()
+    try:
+        await hub.subscribe(
+            args.from_seq, session_id=args.session_id, render=render_event, lagged=lagged, pause=True
+        )
+        await stop.wait()
+    except SeqUnavailable as exc:
+        raise Failed(f"--from {args.from_seq}: {exc}", EXIT_USAGE) from None
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await hub.close()
+        await writer.drain(TAIL_DRAIN_S)
+        writer.close()
+    if failure:
+        raise Failed(failure[0], EXIT_STORE_FAILED)
+    return EXIT_OK
+
+
+def _json_event(_: int, __: int, event: Event) -> bytes:
+    return event.payload
+
+
+def _transcript_event(style: render.Style, every_session: bool) -> Callable[[int, int, Event], bytes | None]:
+    """Each event as transcript lines; following every session, a line naming the session
+    whenever it changes."""
+    shown: list[str] = []  # the session of the last event shown
+
+    def lines(_: int, __: int, event: Event) -> bytes | None:
+        text = render.transcript([msgspec.json.decode(event.payload)], style)
+        if not text:
+            return None  # stream.delta: the response that follows holds the whole text
+        if every_session and shown != [event.session_id]:
+            if event.method != "session.init":  # which names its session itself
+                text = style.bold(f"── {event.session_id}") + "\n" + text.lstrip("\n")
+            shown[:] = [event.session_id]
+        return text.encode()
+
+    return lines
+
+
 COMMANDS: dict[str, Command] = {
     "list": list_sessions,
     "show": show,
@@ -237,6 +302,7 @@ COMMANDS: dict[str, Command] = {
     "fork": fork,
     "delete": delete,
     "stats": stats,
+    "tail": tail,
 }
 
 

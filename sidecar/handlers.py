@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
-from sidecar import __version__
+from sidecar import __version__, protocol
 from sidecar.events import EVENT_METHODS, PROTOCOL_VERSIONS, NonEmpty, stored_keys
 from sidecar.ingest import Ingest
 from sidecar.protocol import InvalidParams, SessionNotFound, StorageUnavailable
@@ -24,11 +24,13 @@ from sidecar.store.base import (
     ListQuery,
     SearchHit,
     SearchQuery,
+    SeqUnavailable,
     SessionQuery,
     SessionSummary,
     StoreFailure,
 )
 from sidecar.store.search import query_terms
+from sidecar.subscriptions import Hub
 from sidecar.timestamps import TimestampError, now_rfc3339, parse_instant, parse_ns
 
 METHOD_PATTERN = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(\.\*)?$"
@@ -70,6 +72,17 @@ class SearchParams(Struct, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=1000)] = 20
 
 
+class SubscribeParams(Struct, forbid_unknown_fields=True):
+    session_id: str | None = None  # None: every session
+    methods: list[Annotated[str, Meta(pattern=METHOD_PATTERN)]] | None = None
+    # The last seq already seen: events after it are sent. "now": the latest committed.
+    from_: Annotated[int, Meta(ge=0)] | Literal["now"] = msgspec.field(default="now", name="from")
+
+
+class UnsubscribeParams(Struct, forbid_unknown_fields=True):
+    subscription: int
+
+
 class Stats(msgspec.Struct):
     """Counters of this daemon run; the dispatcher and ingest keep them current."""
 
@@ -95,7 +108,9 @@ class Handlers:
         ingest: Ingest,
         stats: Stats,
         request_shutdown: Callable[[], None],
+        hub: Hub | None = None,
     ) -> None:
+        """Without a `hub` (the one-shot commands) there are no subscription methods."""
         self.ingest = ingest
         self.store = ingest.store
         self.stats = stats
@@ -111,6 +126,10 @@ class Handlers:
             "storage.stats": Method(NoParams, self.stats_),
             "storage.shutdown": Method(NoParams, self.shutdown),
         }
+        self.hub = hub
+        if hub is not None:
+            self.methods["storage.subscribe"] = Method(SubscribeParams, self.subscribe)
+            self.methods["storage.unsubscribe"] = Method(UnsubscribeParams, self.unsubscribe, "subscription")
 
     async def get_session(self, params: GetSessionParams) -> EncodedArray:
         query = SessionQuery(
@@ -164,6 +183,29 @@ class Handlers:
             raise InvalidParams("the query has no words to search for", field="query")
         await self.ingest.drain()
         return await self.store.search(SearchQuery(terms, params.session_id, params.limit))
+
+    async def subscribe(self, params: SubscribeParams) -> dict[str, int]:
+        """Committed events, by any process, as storage.event notifications after the
+        response; "now" means after everything received before this request."""
+        assert self.hub is not None
+        await self.ingest.drain()
+        try:
+            sub_id = await self.hub.subscribe(
+                None if params.from_ == "now" else params.from_,
+                session_id=params.session_id,
+                methods=params.methods or (),
+                render=lambda sub, seq, event: protocol.event_notification(sub, seq, event.payload),
+                lagged=protocol.lagged_notification,
+            )
+        except SeqUnavailable as exc:
+            raise InvalidParams(str(exc), field="from") from None
+        return {"subscription": sub_id}
+
+    async def unsubscribe(self, params: UnsubscribeParams) -> dict[str, bool]:
+        assert self.hub is not None
+        if not self.hub.unsubscribe(params.subscription):
+            raise InvalidParams(f"no subscription {params.subscription}", field="subscription")
+        return {"unsubscribed": True}
 
     async def flush(self, _: NoParams) -> dict[str, int]:
         return {"seq": await self.ingest.drain()}

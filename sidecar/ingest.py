@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sidecar.store.base import Event, Rejected, Store, StoreFailure
 
@@ -42,6 +42,7 @@ class Ingest:
         self.last_seq = 0
         self.persisted = 0
         self.commits = 0
+        self.on_commit: Callable[[], None] | None = None  # told of every commit of events
 
     @property
     def queue_depth(self) -> int:
@@ -177,6 +178,8 @@ class Ingest:
         self._bytes -= size
         if self.queue_depth < self._max_events and self._bytes < self._max_bytes:
             self._room.set()
+        if events and self.on_commit is not None:
+            self.on_commit()
         self._notify_settled()
 
     def _requeue(

@@ -120,3 +120,24 @@ def error_response(request_id: Any, error: RpcError) -> bytes:
     if error.data:
         body["data"] = error.data
     return _encode({"jsonrpc": "2.0", "id": request_id, "error": body})
+
+
+def event_notification(subscription: int, seq: int, event: bytes) -> bytes:
+    """storage.event: one committed event for a subscription, `event` as stored (JSON text)."""
+    return b'{"jsonrpc":"2.0","method":"storage.event","params":{"subscription":%d,"seq":%d,"event":%b}}' % (
+        subscription,
+        seq,
+        event,
+    )
+
+
+def lagged_notification(subscription: int, last_seq: int) -> bytes:
+    """storage.subscription_lagged: the subscription fell too far behind and has ended;
+    every matching event up to `last_seq` was sent."""
+    return _encode(
+        {
+            "jsonrpc": "2.0",
+            "method": "storage.subscription_lagged",
+            "params": {"subscription": subscription, "last_seq": last_seq},
+        }
+    )

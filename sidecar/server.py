@@ -20,6 +20,7 @@ from sidecar.handlers import Handlers, Stats
 from sidecar.ingest import Ingest
 from sidecar.stdio import StdinReader, StdoutWriter
 from sidecar.store import Store, StoreFailure, open_store
+from sidecar.subscriptions import Hub
 
 log = logging.getLogger("sidecar")
 
@@ -46,10 +47,13 @@ class Server:
             max_pending_events=settings.max_pending_events,
             max_pending_bytes=settings.max_pending_bytes,
         )
-        self.handlers = Handlers(self.ingest, Stats(), self.request_shutdown)
-        self.dispatcher = Dispatcher(self.handlers, self.ingest)
         self.reader = StdinReader(stdin_fd, loop)
         self.writer = StdoutWriter(stdout_fd, loop, settings.max_output_bytes)
+        self.hub = Hub(store, self.writer)  # storage.subscribe: notifications on stdout
+        self.ingest.on_commit = self.hub.committed
+        self.writer.on_written = self.hub.output_written
+        self.handlers = Handlers(self.ingest, Stats(), self.request_shutdown, self.hub)
+        self.dispatcher = Dispatcher(self.handlers, self.ingest)
         self._stopping = False  # storage.shutdown: stop after the current message
         self._interrupted = asyncio.Event()  # a signal: finish what was read, then stop
         self._replies: set[asyncio.Future[bytes | None]] = set()
@@ -129,6 +133,7 @@ class Server:
     async def _shutdown(self) -> int:
         try:
             unstored = await self.ingest.close(self.settings.shutdown_grace_s)
+            await self.hub.close()  # subscriptions end with the input; the store closes after
             if self._replies:  # answers to acknowledged events, settled by the last commit
                 await asyncio.wait(self._replies, timeout=1.0)
             if not await self.writer.drain(OUTPUT_DRAIN_TIMEOUT_S):

@@ -8,10 +8,12 @@ shell sharing the same pipe or terminal. Knows nothing of lines or JSON-RPC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger("sidecar")
 
@@ -61,7 +63,15 @@ class StdinReader:
 class StdoutWriter:
     """The only writer of stdout. Queues lines; `has_room` turns false past the bound."""
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, max_pending_bytes: int) -> None:
+    def __init__(
+        self,
+        fd: int,
+        loop: asyncio.AbstractEventLoop,
+        max_pending_bytes: int,
+        on_broken: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_broken` is called on the loop when stdout turns out closed (by default the
+        daemon logs it and goes on storing)."""
         self._fd = fd
         self._loop = loop
         self._max_pending = max_pending_bytes
@@ -72,6 +82,8 @@ class StdoutWriter:
         self._idle.set()
         self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # without newlines
         self._broken = False
+        self._on_broken = on_broken
+        self.on_written: Callable[[], None] | None = None  # told on the loop after each write
         self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
 
     def start(self) -> None:
@@ -88,6 +100,11 @@ class StdoutWriter:
     @property
     def has_room(self) -> bool:
         return self._room.is_set()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued and not yet written."""
+        return self._pending
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
@@ -109,6 +126,8 @@ class StdoutWriter:
             self._room.set()
         if self._pending == 0:
             self._idle.set()
+        if self.on_written is not None:
+            self.on_written()
 
     def _run(self) -> None:
         while True:
@@ -147,4 +166,8 @@ class StdoutWriter:
                     views[0] = views[0][written:]
         except OSError as exc:
             self._broken = True
-            log.warning("stdout is closed (%s); responses are dropped, events are still stored", exc)
+            if self._on_broken is None:
+                log.warning("stdout is closed (%s); responses are dropped, events are still stored", exc)
+            else:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: exiting anyway
+                    self._loop.call_soon_threadsafe(self._on_broken)
