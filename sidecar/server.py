@@ -92,14 +92,18 @@ class Server:
                     await self._answer(reply)
                     if self._stopping:
                         return
-            if not chunk or not await self._wait_for_room():
+            if not chunk:
                 return
+            if not self._interrupted.is_set():
+                # After a signal, what was read is handled without waiting for room: the
+                # reader takes nothing more, so it is at most a few chunks.
+                await self._wait_for_room()
             await asyncio.sleep(0)  # let the committer start its transaction
 
     async def _wait_for_room(self) -> bool:
         """Backpressure: read on only once the store and stdout have room.
 
-        False if a signal came while waiting: the blocked side will not drain soon.
+        False if a signal came while waiting: the blocked side may not drain soon.
         """
         sides: tuple[_Bounded, ...] = (self.ingest, self.writer)
         for side in sides:

@@ -12,23 +12,31 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import threading
 from collections.abc import Callable
 
 log = logging.getLogger("sidecar")
 
 READ_CHUNK = 64 * 1024  # small enough that the loop turns often while parsing
+INTERRUPT_POLL_S = 0.1  # how long a reader waiting for input may take to see a signal
 _MAX_BUFFERS = 512  # per writev, under IOV_MAX
 
 
 class StdinReader:
-    """Reads ahead at most `ahead` chunks: when the consumer stops, so does the pipe."""
+    """Reads ahead at most `ahead` chunks: when the consumer stops, so does the pipe.
+
+    The thread waits for input with select (never blocked in read for long), so after
+    `interrupt` it starts no new read, and the end marker it queues follows every chunk
+    it took from stdin: nothing already read is lost, nothing more is taken.
+    """
 
     def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, ahead: int = 2) -> None:
         self._fd = fd
         self._loop = loop
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
         self._credits = threading.Semaphore(ahead)
+        self._interrupted = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stdin", daemon=True)
 
     def start(self) -> None:
@@ -36,7 +44,8 @@ class StdinReader:
 
     def interrupt(self) -> None:
         """End the input early: chunks already read come first, then b""."""
-        self._chunks.put_nowait(b"")
+        self._interrupted.set()
+        self._credits.release()  # a thread waiting for the consumer must see it
 
     async def read(self) -> bytes:
         """The next chunk; b"" at end of input."""
@@ -47,17 +56,24 @@ class StdinReader:
     def _run(self) -> None:
         while True:
             self._credits.acquire()
-            try:
-                chunk = os.read(self._fd, READ_CHUNK)
-            except OSError as exc:
-                log.warning("stdin read failed (%s); treating it as end of input", exc)
-                chunk = b""
+            chunk = b"" if self._interrupted.is_set() else self._read()
             try:
                 self._loop.call_soon_threadsafe(self._chunks.put_nowait, chunk)
             except RuntimeError:  # the loop is closed: the daemon is exiting
                 return
             if not chunk:
                 return
+
+    def _read(self) -> bytes:
+        """The next chunk once input is there; b"" at its end or after an interrupt."""
+        try:
+            while not self._interrupted.is_set():
+                ready, _, _ = select.select([self._fd], [], [], INTERRUPT_POLL_S)
+                if ready:
+                    return os.read(self._fd, READ_CHUNK)
+        except (OSError, ValueError) as exc:
+            log.warning("stdin read failed (%s); treating it as end of input", exc)
+        return b""
 
 
 class StdoutWriter:

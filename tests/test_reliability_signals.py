@@ -31,11 +31,6 @@ def prompts(session: str, count: int, day: int = 1, start: int = 0) -> list[byte
     return [stored_event(session, f"e{n}", day, n) for n in range(start, start + count)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stdin is read ahead: chunks the reader thread takes from the pipe after the signal "
-    "are dropped (StdinReader.interrupt queues the end before them)",
-)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_a_flood_stores_every_line_the_daemon_took_from_the_pipe(
     db: Path, signum: int

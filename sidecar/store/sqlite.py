@@ -9,6 +9,7 @@ in before a read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -154,6 +155,9 @@ class SqliteStore(Store):
         return self._db
 
     async def open(self) -> None:
+        await self._connect()
+
+    async def _connect(self) -> None:
         try:
             create_private_file(self.path)
             # "IMMEDIATE": an INSERT outside a transaction opens one taking the write lock
@@ -199,6 +203,12 @@ class SqliteStore(Store):
             if version < SCHEMA_VERSION:
                 log.info("migrated %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
+    async def _drop_connection(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            with contextlib.suppress(sqlite3.Error):
+                await db.close()
+
     async def close(self) -> None:
         if self._versions is not None:
             self._versions.close()
@@ -216,6 +226,8 @@ class SqliteStore(Store):
         the last returns the last rowid (execute_insert)."""
         now_ms = int(time.time() * 1000)
         last = 0
+        if self._db is None:  # dropped after a write to a read-only file: connect anew
+            await self._connect()
         async with self._write_lock:
             try:
                 # At least one row for the last INSERT, whose trip also returns the rowid.
@@ -231,11 +243,16 @@ class SqliteStore(Store):
                     await self.db.executemany(
                         _INSERT_REJECTED, [(r.received_ms, r.line, r.reason) for r in rejected]
                     )
-                await self._summarise("id BETWEEN ? AND ?", (last - len(events) + 1, last), events)
-                await self._index_batch(events, last)
+                if events:
+                    await self._summarise("id BETWEEN ? AND ?", (last - len(events) + 1, last), events)
+                    await self._index_batch(events, last)
                 await self.db.commit()
             except sqlite3.Error as exc:
                 await self._rollback()
+                if "readonly" in str(exc):
+                    # SQLite opened a file it could not write read-only, for good: a new
+                    # connection is the only way to see it writable again.
+                    await self._drop_connection()
                 raise StoreFailure(str(exc)) from exc
         # One writer holds the lock for the whole transaction, so the ids are contiguous.
         return range(last - len(events) + 1, last + 1)
