@@ -366,6 +366,26 @@ class AsyncSidecar:
         params = _given(query=query, session_id=session_id, limit=limit)
         return msgspec.json.decode(await self.call_raw("storage.search", params), type=list[SearchHit])
 
+    async def subscribe(
+        self,
+        *,
+        session_id: str | None = None,
+        methods: Sequence[str] | None = None,
+        after_seq: int | None = None,
+    ) -> int:
+        """Follow committed events (of one session, of some methods); the subscription id.
+
+        They arrive as `storage.event` notifications — `{"subscription", "seq", "event"}` —
+        through `on_notification`, and `storage.subscription_lagged` once a subscription
+        falls too far behind (resume with `after_seq` = its `last_seq`). From now on unless
+        `after_seq` asks for what followed that seq."""
+        params = _given(session_id=session_id, methods=methods, **{"from": after_seq})
+        result = msgspec.json.decode(await self.call_raw("storage.subscribe", params), type=dict[str, int])
+        return result["subscription"]
+
+    async def unsubscribe(self, subscription: int) -> None:
+        await self.call_raw("storage.unsubscribe", {"subscription": subscription})
+
     async def flush(self) -> Flushed:
         return msgspec.json.decode(await self.call_raw("storage.flush"), type=Flushed)
 

@@ -425,3 +425,21 @@ def test_importing_the_client_loads_neither_the_daemon_nor_the_store() -> None:
         [sys.executable, "-c", daemon_side], capture_output=True, text=True, timeout=BOUND_S, check=True
     )
     assert output.stdout.strip() == "False"
+
+
+async def test_a_subscription_delivers_committed_events_through_on_notification(db: Path) -> None:
+    received: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    async with AsyncSidecar(
+        "--db", str(db), on_notification=lambda m, p: received.put_nowait((m, p))
+    ) as sidecar:
+        await sidecar.send_event("session.init", init("sub", ts(0))["params"])
+        first = (await sidecar.flush()).seq
+        subscription = await sidecar.subscribe(session_id="sub", methods=["user.*"], after_seq=0)
+        await sidecar.send_event("user.prompt.submit", prompt("sub", ts(1))["params"])
+        method, params = await asyncio.wait_for(received.get(), 10)
+        assert method == "storage.event" and params["subscription"] == subscription
+        assert params["seq"] == first + 1 and params["event"] == prompt("sub", ts(1))
+        await sidecar.unsubscribe(subscription)
+        with pytest.raises(SidecarError) as unknown:
+            await sidecar.unsubscribe(subscription)
+        assert unknown.value.code == -32602
