@@ -197,14 +197,24 @@ class SqliteReader:
 
 class JsonlReader:
     """One `<session>.jsonl` per session; odd ids are encoded in the file name, so the
-    session of such a file is read from its lines."""
+    session of such a file is read from its lines.
+
+    A SIGKILL can cut a write() to a file short (Linux stops copying on a fatal signal),
+    leaving the start of a line: the daemon closes it with a newline before its next
+    append and never serves it. Such fragments are checked to be nothing but that, and
+    left out of `events` (what a daemon serves is compared by the crash test itself).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     def _files(self) -> list[tuple[Path, list[bytes]]]:
         paths = sorted(self.directory.glob("*.jsonl"))  # not the hidden .quarantine.jsonl
-        return [(path, [line for line in path.read_bytes().split(b"\n") if line]) for path in paths]
+        files = []
+        for path in paths:
+            lines = [line for line in path.read_bytes().split(b"\n") if line]
+            files.append((path, [line for line in lines if not _torn(line)]))
+        return files
 
     def check_integrity(self) -> None:
         for _, lines in self._files():
@@ -217,6 +227,16 @@ class JsonlReader:
             plain = None if path.name.startswith("~") else path.name.removesuffix(".jsonl")
             events += [StoredEvent(plain or json.loads(line)["params"]["session_id"], line) for line in lines]
         return events
+
+
+def _torn(line: bytes) -> bool:
+    """The start of a notification cut short, and nothing else (anything else fails)."""
+    try:
+        json.loads(line)
+    except ValueError:
+        assert line.startswith(b'{"jsonrpc":"2.0","method":'), line[:200]
+        return True
+    return False
 
 
 def reader(backend: Backend) -> StoreReader:
