@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 import rust_crate
-from backends import BACKENDS, Backend
+from backends import BACKENDS, Backend, PostgresBackend
 from daemon import WAIT_S, Daemon
 from events import init, line, prompt, response, stop
+from pg_server import fetch
 
 
 def ts(i: int) -> str:
@@ -84,15 +85,21 @@ class Watcher(Daemon):
         return got
 
 
-@pytest.fixture(params=["sqlite", "jsonl"])
+def backend_named(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if name == "postgres":  # a fresh database on the suite's server
+        return PostgresBackend(tmp_path, request.getfixturevalue("postgres_dsn"))
+    return BACKENDS[name](tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "jsonl", "postgres"])
 def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """A store several processes can share."""
-    return BACKENDS[request.param](tmp_path)
+    return backend_named(request.param, request, tmp_path)
 
 
-@pytest.fixture(params=["sqlite", "jsonl", "memory"])
+@pytest.fixture(params=["sqlite", "jsonl", "memory", "postgres"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path)
+    return backend_named(request.param, request, tmp_path)
 
 
 def seqs(events: list[tuple[int, dict[str, Any]]]) -> list[int]:
@@ -273,6 +280,9 @@ def test_a_writer_killed_mid_stream_leaves_the_watcher_exactly_what_was_committe
 
 def committed_events(backend: Backend, session_id: str) -> list[dict[str, Any]]:
     """What the store holds after the fact, in commit order, read without the daemon."""
+    if isinstance(backend, PostgresBackend):
+        rows = fetch(backend.dsn, "SELECT payload FROM events ORDER BY seq")
+        return [json.loads(payload) for (payload,) in rows]
     if backend.name == "sqlite":
         with closing(sqlite3.connect(backend.root / "sessions.db")) as db:
             return [json.loads(p) for (p,) in db.execute("SELECT payload FROM events ORDER BY id")]

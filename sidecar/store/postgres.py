@@ -23,6 +23,7 @@ import msgspec
 from sidecar.store.base import (
     Event,
     ListQuery,
+    Page,
     Rejected,
     SearchHit,
     SearchQuery,
@@ -82,6 +83,7 @@ _EVENT_COLUMNS = ("seq", "session_id", "payload", "timestamp_ns", "method")
 # Seqs are drawn first, so each event's own is known even while other sidecars draw
 # theirs (a bigserial COPY would not say which values it took).
 _NEXT_SEQS = "SELECT array_agg(nextval('events_seq_seq')) FROM generate_series(1, $1)"
+_COMMIT_ORDER_LOCK = 0x6D69637273657100  # pg_advisory_xact_lock key: "micrseq"
 _INSERT_REJECTED = """
 INSERT INTO quarantine (received_at, line, reason)
 SELECT * FROM unnest($1::timestamptz[], $2::bytea[], $3::text[])
@@ -215,10 +217,13 @@ class PostgresStore(Store):
     async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
         async with self._ingest.use() as conn:
             landed, events, rejected = await self._settle(conn, events, rejected)
-            seqs = sorted(await conn.fetchval(_NEXT_SEQS, len(events))) if events else []
             transaction = conn.transaction()
             await transaction.start()
             try:
+                # Seqs drawn under a lock held to COMMIT: writers commit in seq order, so a
+                # follower reading `seq > last` never skips one committed late (subscribe).
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _COMMIT_ORDER_LOCK)
+                seqs = sorted(await conn.fetchval(_NEXT_SEQS, len(events))) if events else []
                 await self._insert(conn, events, rejected, seqs)
             except BaseException:
                 if not conn.is_closed():
@@ -285,6 +290,27 @@ class PostgresStore(Store):
             kept.append(batch)
         self._unsure = kept  # landed: skipped again if this write fails and is retried
         return landed, events, rejected
+
+    async def last_seq(self) -> int:
+        async with self._requests.use() as conn:
+            return int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events"))
+
+    async def change_token(self) -> object:
+        return await self.last_seq()
+
+    async def events_after(self, after: int, limit: int) -> Page:
+        async with self._requests.use() as conn:
+            rows = await conn.fetch(
+                "SELECT seq, session_id, payload, timestamp_ns, method FROM events "
+                "WHERE seq > $1 ORDER BY seq LIMIT $2",
+                after,
+                limit,
+            )
+        events = [
+            (seq, Event(_session_id(key), payload.encode(), ns, method))
+            for seq, key, payload, ns, method in rows
+        ]
+        return Page(events, rows[-1][0] if rows else after, len(rows) == limit)
 
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
         exact = [p for p in query.methods if not p.endswith(".*")]
