@@ -35,14 +35,18 @@ def store_args(backend: str, name: str) -> list[str]:
 def ingest(backend: str, data: bytes, lines: int) -> float:
     """Seconds from spawn to exit with the stream piped in; a final storage.stats checks
     that every event was stored."""
-    args = store_args(backend, f"backends_{backend}")
+    return ingest_with(store_args(backend, f"backends_{backend}"), data, lines)
+
+
+def ingest_with(args: list[str], data: bytes, lines: int) -> float:
+    """Seconds from spawn (with these store options) to exit, every event checked stored."""
     start = time.perf_counter()
     proc = spawn_with(args)
     out, _ = proc.communicate(data + STATS)
     elapsed = time.perf_counter() - start
     persisted = json.loads(out.splitlines()[-1])["result"]["persisted"]
     if proc.returncode != 0 or persisted != lines:
-        raise SystemExit(f"{backend}: exit {proc.returncode}, {persisted} of {lines} events stored")
+        raise SystemExit(f"{args}: exit {proc.returncode}, {persisted} of {lines} events stored")
     return elapsed
 
 

@@ -8,29 +8,13 @@ synchronous=NORMAL (a commit survives the daemon being killed, not a power loss)
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 
-from common import BENCH, fresh_db, median, repeat_option, report, spawn_with, stream
+from backends import ingest_with
+from common import BENCH, fresh_db, median, repeat_option, report, stream
 
 sys.path.insert(0, str(BENCH.parent / "tests"))
 from pg_server import PostgresServer, database_of
-
-STATS = b'{"jsonrpc":"2.0","id":"stats","method":"storage.stats"}\n'
-
-
-def ingest(args: list[str], data: bytes, lines: int) -> float:
-    """Seconds from spawn to exit with the stream piped in; a final storage.stats checks
-    that every event was stored."""
-    start = time.perf_counter()
-    proc = spawn_with(args)
-    out, _ = proc.communicate(data + STATS)
-    elapsed = time.perf_counter() - start
-    persisted = json.loads(out.splitlines()[-1])["result"]["persisted"]
-    if proc.returncode != 0 or persisted != lines:
-        raise SystemExit(f"{args}: exit {proc.returncode}, {persisted} of {lines} events stored")
-    return elapsed
 
 
 def main() -> None:
@@ -49,7 +33,7 @@ def main() -> None:
         seconds: dict[str, list[float]] = {label: [] for label in sides}
         for _ in range(repeat):
             for label, args in sides.items():
-                seconds[label].append(ingest(args(), data, n))
+                seconds[label].append(ingest_with(args(), data, n))
         sqlite_rate = n / median(seconds["daemon --backend sqlite"])
         rows = []
         for label in sides:

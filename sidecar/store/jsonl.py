@@ -187,8 +187,7 @@ class JsonlStore(Store):
             run[2] += len(event.payload) + 1
         with self._locked():
             self._log.prepare(self._stored_seq() + 1)
-            appended: list[tuple[int, int]] = []  # (fd, size before) of every file touched
-            try:
+            with _all_or_nothing() as appended:
                 spans = {
                     session_id: self._append(self.directory / file_name(session_id), payloads, appended)
                     for session_id, payloads in by_session.items()
@@ -206,14 +205,6 @@ class JsonlStore(Store):
                     records.append(Record(seq=last - len(events) + 1, files=_entries(runs, spans)))
                 if records:
                     self._log.append(records, appended)
-            except BaseException:
-                for fd, size in appended:  # all or nothing: a retry must not duplicate
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(fd, size)
-                raise
-            finally:
-                for fd, _ in appended:
-                    os.close(fd)
             self._log.rotate_if_big()
         return range(last - len(events) + 1, last + 1)
 
@@ -396,19 +387,10 @@ class JsonlStore(Store):
                 entries = self._log.unlogged()
                 if not entries:
                     return
-                appended: list[tuple[int, int]] = []
-                try:
+                with _all_or_nothing() as appended:
                     count = sum(entry[4] for entry in entries)
                     last = self._advance_seq(count)
                     self._log.append([Record(seq=last - count + 1, files=entries)], appended)
-                except BaseException:
-                    for fd, size in appended:
-                        with contextlib.suppress(OSError):
-                            os.ftruncate(fd, size)
-                    raise
-                finally:
-                    for fd, _ in appended:
-                        os.close(fd)
                 self._log.rotate_if_big()
 
     def _remember(self, name: str, parsed: _Parsed) -> None:
@@ -427,6 +409,23 @@ class JsonlStore(Store):
     def _session_files(self) -> list[str]:
         with os.scandir(self.directory) as entries:
             return [e.name for e in entries if e.name.endswith(SUFFIX) and not e.name.startswith(".")]
+
+
+@contextlib.contextmanager
+def _all_or_nothing() -> Iterator[list[tuple[int, int]]]:
+    """A list to note (fd, size before) of every file appended to: if the block fails,
+    each is cut back to its size, so a retry never stores a line twice. Closes them."""
+    appended: list[tuple[int, int]] = []
+    try:
+        yield appended
+    except BaseException:
+        for fd, size in appended:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+        raise
+    finally:
+        for fd, _ in appended:
+            os.close(fd)
 
 
 class _Position(NamedTuple):
