@@ -96,12 +96,14 @@ class Ingest:
                 raise self.failure
         return self.last_seq
 
-    async def _next_attempt(self) -> None:
-        """Wake the committer (ending a backoff) and wait for its next commit attempt."""
+    async def _next_attempt(self, *, end_backoff: bool = True) -> None:
+        """Wake the committer (ending a backoff, unless asked not to) and wait for its next
+        commit attempt."""
         settled = asyncio.get_running_loop().create_future()
         self._settled.append(settled)
         self._wakeup.set()
-        self._retry_now.set()
+        if end_backoff:
+            self._retry_now.set()
         await settled
 
     async def close(self, grace_s: float) -> list[Event]:
@@ -111,13 +113,17 @@ class Ingest:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
-            try:
-                await asyncio.wait_for(self._next_attempt(), remaining)
+            try:  # the committer's own backoff paces the retries: no busy loop at exit
+                await asyncio.wait_for(self._next_attempt(end_backoff=False), remaining)
             except TimeoutError:
                 break
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        given_up = self.failure or StoreFailure("the daemon is exiting")
+        for _, ack in self._acks:  # every waiting client gets its answer: -32001
+            if not ack.done():
+                ack.set_exception(given_up)
         return list(self._events)
 
     async def _run(self) -> None:
@@ -137,6 +143,8 @@ class Ingest:
                     failure = exc
                 except asyncio.CancelledError:  # closing: what was in flight is not stored
                     self._events = events + self._events
+                    self._acks = acks + [(index + len(events), ack) for index, ack in self._acks]
+                    self._rejected = rejected + self._rejected
                     raise
                 except Exception as exc:  # a backend bug: keep the data, report, retry
                     log.exception("store write failed unexpectedly")

@@ -77,9 +77,13 @@ class Server:
         try:
             await self._read_loop()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
-        return await self._shutdown()
+            # A second Ctrl-C may still abort a long shutdown (exit 130); a SIGTERM stays
+            # handled, or the default action would kill the daemon with events queued.
+            loop.remove_signal_handler(signal.SIGINT)
+        try:
+            return await self._shutdown()
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
 
     async def _read_loop(self) -> None:
         splitter = LineSplitter(self.settings.max_line_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -91,3 +92,18 @@ def test_a_fork_the_store_cannot_take_yet_is_answered_retained_and_stored_later(
         assert daemon.result("storage.flush") == {"seq": 3}
         assert len(daemon.result("storage.get_session", ["child"])) == 2
         assert daemon.close() == 0
+
+
+def test_a_sigterm_while_shutting_down_still_ends_by_naming_what_was_not_stored(db: Path) -> None:
+    with Daemon(db, "--lock-timeout", "0.1", "--shutdown-timeout", "3") as daemon:
+        assert daemon.result("storage.info")
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        daemon.send(init("pending"))
+        assert daemon.request("storage.flush")["error"]["code"] == -32001
+        assert daemon.process.stdin is not None
+        daemon.process.stdin.close()  # shutdown starts, retrying the locked store
+        daemon.signal(signal.SIGTERM)  # once killed it by default; now it is one more ask to stop
+        code = daemon.wait(timeout=30)
+        holder.execute("ROLLBACK")
+        assert code == 1 and "1 events not stored" in daemon.stderr and "pending" in daemon.stderr

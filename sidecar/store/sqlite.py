@@ -443,6 +443,8 @@ class SqliteStore(Store):
         """Add rows (already inserted; `condition` on `id` selects them) to their sessions'
         summaries, inside the caller's transaction."""
         await self.db.execute(_COUNT_ROWS.format(condition=condition), args)
+        if not any(event.method in DETAIL_METHODS for event in events):
+            return
         # A quarter of all events are prompts, and only a session's earliest is its title:
         # skip those no earlier than a title already seen (a title's instant only falls,
         # unless another process deleted the session: forget them when another commits).
