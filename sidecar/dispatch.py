@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from sidecar import protocol
-from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event
+from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event, describe
 from sidecar.framing import Oversize
 from sidecar.handlers import EncodedArray, Handlers, Method
 from sidecar.ingest import Ingest
@@ -199,7 +199,7 @@ class Dispatcher:
                 raw = msgspec.json.encode({method.positional: values[0]})
             decoded = msgspec.json.decode(raw, type=method.params)
         except msgspec.ValidationError as exc:
-            raise InvalidParams(str(exc), field=_field_of(exc)) from None
+            raise InvalidParams(str(exc), field=describe(exc).field) from None
         except (msgspec.DecodeError, RecursionError) as exc:
             raise InvalidParams(str(exc), field="params") from None
         return await method.run(decoded)
@@ -242,13 +242,3 @@ class Dispatcher:
             log.warning("rejected input kept in quarantine: %s", reason)
         else:
             self._suppressed += 1
-
-
-def _field_of(error: msgspec.ValidationError) -> str:
-    text = str(error)
-    marker = " - at `$."
-    if marker in text:
-        return text.split(marker, 1)[1].rstrip("`")
-    if "field `" in text:
-        return text.split("field `", 1)[1].split("`", 1)[0]
-    return "params"

@@ -182,7 +182,7 @@ PROTOCOL_VERSIONS = ("0.1", "0.2", "0.3A", "0.3B", "0.4")
 
 _decoders = {method: msgspec.json.Decoder(kind) for method, kind in EVENT_TYPES.items()}
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
-_MISSING = re.compile(r"missing required field `(.+)`")
+_MISSING = re.compile(r"(?:missing required|unknown) field `(.+)`")  # a field named by the message
 
 
 class InvalidEvent(ValueError):
@@ -194,7 +194,8 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-def _describe(error: msgspec.ValidationError) -> InvalidEvent:
+def describe(error: msgspec.ValidationError) -> InvalidEvent:
+    """Where a msgspec validation failed (a dotted field path) and why."""
     text = str(error)
     path_match = _PATH.search(text)
     path = path_match.group(1) if path_match else ""
@@ -214,7 +215,7 @@ def decode_event(method: str, params: bytes | msgspec.Raw) -> tuple[Base, int]:
         event = _decoders[method].decode(params)
         return event, parse_ns(event.timestamp)
     except msgspec.ValidationError as exc:
-        raise _describe(exc) from None
+        raise describe(exc) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidEvent("params", str(exc)) from None
     except TimestampError as exc:

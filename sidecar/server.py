@@ -104,11 +104,9 @@ class Server:
                 await self._wait_for_room()
             await asyncio.sleep(0)  # let the committer start its transaction
 
-    async def _wait_for_room(self) -> bool:
-        """Backpressure: read on only once the store and stdout have room.
-
-        False if a signal came while waiting: the blocked side may not drain soon.
-        """
+    async def _wait_for_room(self) -> None:
+        """Backpressure: read on only once the store and stdout have room, or a signal
+        came (the blocked side may not drain soon)."""
         sides: tuple[_Bounded, ...] = (self.ingest, self.writer)
         for side in sides:
             if side.has_room:
@@ -119,8 +117,7 @@ class Server:
             room.cancel()
             interrupted.cancel()
             if self._interrupted.is_set():
-                return False
-        return True
+                return
 
     async def _answer(self, reply: Reply) -> None:
         if isinstance(reply, asyncio.Future):  # written once its event is committed

@@ -56,7 +56,7 @@ class StdinReader:
     def _run(self) -> None:
         while True:
             self._credits.acquire()
-            chunk = b"" if self._interrupted.is_set() else self._read()
+            chunk = self._read()
             try:
                 self._loop.call_soon_threadsafe(self._chunks.put_nowait, chunk)
             except RuntimeError:  # the loop is closed: the daemon is exiting

@@ -108,17 +108,10 @@ class CommitLog:
         """Under the lock: follow the log, or start one if there is none."""
         if self.follow():
             return
-        base = []
-        for name, _, _ in _session_files(self.directory):
-            try:
-                fd = os.open(self.directory / name, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                stat = os.fstat(fd)
-                base.append((name, stat.st_ino, _line_end(fd, stat.st_size)))
-            finally:
-                os.close(fd)
+        base = [
+            (name, stat.st_ino, _line_end(fd, stat.st_size))
+            for name, fd, stat in _opened_session_files(self.directory)
+        ]
         rotated = (self.directory / OLD_LOG_FILE).exists()
         self._new_log(Record(seq=max(next_seq, self.next_seq), base=base, rotated=rotated))
 
@@ -145,17 +138,9 @@ class CommitLog:
     def unlogged(self) -> list[Entry]:
         """Under the lock: the whole lines of every session file the log does not cover."""
         entries = []
-        for name, _, _ in _session_files(self.directory):
-            try:
-                fd = os.open(self.directory / name, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                stat = os.fstat(fd)
-                logged = self._logged_end(fd, name, stat.st_ino, stat.st_size)
-                entry = _whole_lines(fd, name, stat.st_ino, logged, stat.st_size)
-            finally:
-                os.close(fd)
+        for name, fd, stat in _opened_session_files(self.directory):
+            logged = self._logged_end(fd, name, stat.st_ino, stat.st_size)
+            entry = _whole_lines(fd, name, stat.st_ino, logged, stat.st_size)
             if entry is None:
                 self._quiet[name] = (stat.st_ino, stat.st_size)
             else:
@@ -403,6 +388,20 @@ def _session_files(directory: Path) -> Iterator[tuple[str, int, int]]:
                 with contextlib.suppress(FileNotFoundError):
                     stat = entry.stat()
                     yield entry.name, stat.st_ino, stat.st_size
+
+
+def _opened_session_files(directory: Path) -> Iterator[tuple[str, int, os.stat_result]]:
+    """(name, fd open for reading, its stat) of each session file; each fd is closed once
+    the caller moves on to the next."""
+    for name, _, _ in _session_files(directory):
+        try:
+            fd = os.open(directory / name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            yield name, fd, os.fstat(fd)
+        finally:
+            os.close(fd)
 
 
 def _line_end(fd: int, size: int) -> int:

@@ -216,9 +216,7 @@ class SqliteStore(Store):
         if self._follower is not None:
             follower, self._follower = self._follower, None
             await follower.close()
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        await self._drop_connection()
 
     async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
         """Three round trips to the connection's thread: each one waits for the GIL while the
