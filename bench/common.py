@@ -13,8 +13,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-GEN_STREAM = SHARED / "vectors" / "gen_stream.py"
+GEN_STREAM = BENCH / "gen_stream.py"  # a copy of the shared stream generator
 
 
 def stream(sessions: int = 200, per_session: int = 1000, name: str = "stream.ndjson") -> Path:

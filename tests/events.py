@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "events.ndjson"
+VECTORS = Path(__file__).resolve().parent / "data" / "events.ndjson"  # a copy of the shared vectors
 
 USAGE_CHARS = {
     "latency": 10,

@@ -16,7 +16,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCRIPTS = sysconfig.get_path("scripts")  # where `microagents-sidecar` is installed
 RUN_S = 30.0
 AGENT_TURN = [
