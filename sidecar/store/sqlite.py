@@ -176,11 +176,28 @@ class SqliteStore(Store):
                 raise
             self._db.text_factory = bytes  # payloads go to the wire as they are, undecoded
             await self.db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            await self.db.execute("PRAGMA journal_mode = WAL")
+            await self._enter_wal_mode()
             await self.db.execute(f"PRAGMA synchronous = {self._synchronous}")
             await self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreFailure(f"cannot open {self.path}: {exc}") from exc
+
+    async def _enter_wal_mode(self) -> None:
+        """Switch to WAL, waiting up to the lock timeout. SQLite answers a journal-mode
+        change "database is locked" at once, without its busy handler, while another
+        connection is creating or converting the same file: two daemons started together
+        on a new file would otherwise see one of them exit 3."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        delay = 0.001
+        while True:
+            try:
+                await self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def _migrate(self) -> None:
         async with self._write_lock:
