@@ -20,6 +20,7 @@ import msgspec
 
 from sidecar import render
 from sidecar.config import Settings
+from sidecar.core import compose
 from sidecar.dispatch import Dispatcher
 from sidecar.framing import LineSplitter
 from sidecar.handlers import (
@@ -29,9 +30,7 @@ from sidecar.handlers import (
     ListSessionsParams,
     SearchParams,
     SessionParams,
-    Stats,
 )
-from sidecar.ingest import Ingest
 from sidecar.protocol import InvalidParams, RpcError, SessionNotFound
 from sidecar.stdio import StdoutWriter
 from sidecar.store import Store, StoreFailure, open_store
@@ -66,11 +65,9 @@ async def run_command(args: argparse.Namespace, settings: Settings) -> int:
     except StoreFailure as exc:
         await store.close()
         return _fail(str(exc), EXIT_STORE_FAILED)
-    ingest = Ingest(
-        store, max_pending_events=settings.max_pending_events, max_pending_bytes=settings.max_pending_bytes
-    )
+    core = compose(store, settings)
+    ingest, handlers = core.ingest, core.handlers
     ingest.start()
-    handlers = Handlers(ingest, Stats(), lambda: None)
     try:
         code = await COMMANDS[args.command](args, handlers, settings)
     except Failed as exc:

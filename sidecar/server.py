@@ -14,13 +14,11 @@ import sys
 from typing import Protocol
 
 from sidecar.config import Settings
-from sidecar.dispatch import Dispatcher, Reply
+from sidecar.core import compose
+from sidecar.dispatch import Reply
 from sidecar.framing import LineSplitter
-from sidecar.handlers import Handlers, Stats
-from sidecar.ingest import Ingest
 from sidecar.stdio import StdinReader, StdoutWriter
 from sidecar.store import Store, StoreFailure, open_store
-from sidecar.subscriptions import Hub
 
 log = logging.getLogger("sidecar")
 
@@ -42,18 +40,13 @@ class Server:
         loop = asyncio.get_running_loop()
         self.settings = settings
         self.store = store
-        self.ingest = Ingest(
-            store,
-            max_pending_events=settings.max_pending_events,
-            max_pending_bytes=settings.max_pending_bytes,
-        )
         self.reader = StdinReader(stdin_fd, loop)
         self.writer = StdoutWriter(stdout_fd, loop, settings.max_output_bytes)
-        self.hub = Hub(store, self.writer)  # storage.subscribe: notifications on stdout
-        self.ingest.on_commit = self.hub.committed
+        # storage.subscribe: notifications on stdout, between the responses
+        core = compose(store, settings, output=self.writer, request_shutdown=self.request_shutdown)
+        assert core.hub is not None
+        self.ingest, self.hub, self.dispatcher = core.ingest, core.hub, core.dispatcher
         self.writer.on_written = self.hub.output_written
-        self.handlers = Handlers(self.ingest, Stats(), self.request_shutdown, self.hub)
-        self.dispatcher = Dispatcher(self.handlers, self.ingest)
         self._stopping = False  # storage.shutdown: stop after the current message
         self._interrupted = asyncio.Event()  # a signal: finish what was read, then stop
         self._replies: set[asyncio.Future[bytes | None]] = set()
