@@ -9,6 +9,7 @@ synchronous=NORMAL (a commit survives the daemon being killed, not a power loss)
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from backends import ingest_with
 from common import BENCH, fresh_db, median, repeat_option, report, stream
@@ -25,7 +26,7 @@ def main() -> None:
     server = PostgresServer().start()
     try:
         print(f"ingest: {n} events ({len(data) / 1e6:.0f} MB), {repeat} alternating runs each")
-        sides = {
+        sides: dict[str, Callable[[], list[str]]] = {
             "daemon --backend sqlite": lambda: ["--db", str(fresh_db("postgres_bench_sqlite.db"))],
             "daemon --backend postgres": lambda: postgres_args(server, durable=True),
             "daemon --backend postgres, synchronous_commit=off": lambda: postgres_args(server, durable=False),

@@ -57,8 +57,8 @@ async def main() -> None:
     repeat = repeat_option(__doc__ or "", 3)
     events = load_events()
     trickle = events[:TRICKLE_EVENTS]
-    flood = {"shipped": [], "bare": []}
-    drip = {"shipped": [], "bare": []}
+    flood: dict[str, list[float]] = {"shipped": [], "bare": []}
+    drip: dict[str, list[float]] = {"shipped": [], "bare": []}
     search_first = search_warm = 0.0
     for _ in range(repeat):
         for label, kind in (("shipped", SqliteStore), ("bare", BareStore)):

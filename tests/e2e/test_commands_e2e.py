@@ -31,8 +31,8 @@ def tool_events(session_id: str) -> list[dict[str, object]]:
     result = notification(
         "tool.result", session_id=session_id, turn_id="t1", result={"Ok": "fn main() {}"}, tool_call_id="c1"
     )
-    call["params"]["timestamp"] = T.format(2)  # type: ignore[index]
-    result["params"]["timestamp"] = T.format(3)  # type: ignore[index]
+    call["params"]["timestamp"] = T.format(2)
+    result["params"]["timestamp"] = T.format(3)
     return [call, result]
 
 

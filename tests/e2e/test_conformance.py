@@ -303,7 +303,10 @@ def test_list_sessions_summarises_each_session_newest_activity_first(store: Daem
 
 def test_list_sessions_pages_with_limit_and_before_and_filters_by_text(store: Daemon) -> None:
     store.send(*(init(f"s{n}", ts(n)) for n in range(5)), prompt("s1", ts(0.5), text="needle in here"))
-    listed = lambda **params: [s["session_id"] for s in store.result("storage.list_sessions", params)]  # noqa: E731
+
+    def listed(**params: Any) -> list[str]:
+        return [s["session_id"] for s in store.result("storage.list_sessions", params)]
+
     assert listed(limit=2) == ["s4", "s3"]
     assert listed(limit=2, before=ts(3)) == ["s2", "s1"]
     assert listed(query="NEEDLE") == ["s1"]

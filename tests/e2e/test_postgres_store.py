@@ -272,7 +272,7 @@ async def test_a_batch_whose_commit_went_unanswered_is_stored_once_when_retried(
         monkeypatch.undo()  # once
         if landed:
             await commit(self)
-        self._connection.terminate()
+        self._connection.terminate()  # type: ignore[attr-defined]  # asyncpg keeps it private
         raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 
     monkeypatch.setattr(asyncpg.transaction.Transaction, "commit", commit_and_lose_the_answer)
@@ -333,7 +333,10 @@ def test_several_daemons_writing_to_one_server_at_once_lose_and_duplicate_nothin
 def test_a_server_restarted_mid_ingest_answers_32001_meanwhile_and_then_stores_every_event_once(
     postgres_server: PostgresServer, postgres_dsn: str
 ) -> None:
-    batch = lambda first: [prompt("r", ts(i / 10), text=str(i)) for i in range(first, first + 500)]  # noqa: E731
+
+    def batch(first: int) -> list[dict[str, Any]]:
+        return [prompt("r", ts(i / 10), text=str(i)) for i in range(first, first + 500)]
+
     with daemon_on(postgres_dsn, "--lock-timeout", "1") as daemon:
         assert daemon.result("storage.flush") == {"seq": 0}  # connected and migrated
         daemon.send(*batch(0), *batch(500))  # still going in as the server stops
