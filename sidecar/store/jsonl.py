@@ -140,7 +140,7 @@ class JsonlStore(Store):
         return await self._in_thread("delete from", self._delete, session_id)
 
     async def search(self, query: SearchQuery) -> list[SearchHit]:
-        return scan(await self._in_thread("search", self._searched_events, query.session_id), query)
+        return await self._in_thread("search", self._search, query)
 
     async def last_seq(self) -> int:
         return await self._in_thread("follow", self._head)
@@ -314,6 +314,11 @@ class JsonlStore(Store):
     def _all_tallies(self) -> list[Tally]:
         tallies = (self._tally(name) for name in self._session_files())
         return [tally for tally in tallies if tally is not None]
+
+    def _search(self, query: SearchQuery) -> list[SearchHit]:
+        """The whole scan here, not only the start of it (a generator handed to a thread
+        would be walked by the loop): files are parsed one at a time, and only hits kept."""
+        return scan(self._searched_events(query.session_id), query)
 
     def _searched_events(self, session_id: str | None) -> Iterator[tuple[Event, None]]:
         if session_id is not None:
