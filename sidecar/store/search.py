@@ -18,9 +18,15 @@ from sidecar.store.base import Event, SearchHit, SearchQuery
 
 SEARCHED_METHODS = frozenset({"user.prompt.submit", "assistant.response", "session.stop", "tool.result"})
 SNIPPET_WORDS = 16
-# Letters and digits; `_` separates words, as in FTS5's unicode61 tokenizer. Case is
-# compared by str.lower(), which folds as that tokenizer does (no ß -> ss).
-_WORD = re.compile(r"[^\W_]+")
+# Words as FTS5's unicode61 tokenizer makes them: letters, digits and private-use
+# characters; `_` separates words; the combining accents it knows (its
+# sqlite3Fts5UnicodeIsdiacritic) continue a word, so decomposed text ("e" + U+0301) is
+# one word there and here. Case is compared by str.lower(), which folds as that tokenizer
+# does (no ß -> ss). ASCII text, the most, takes the simpler and faster pattern.
+_PRIVATE_USE = "\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd"
+_ACCENTS = "\u0300-\u0304\u0306-\u030c\u030f\u0311\u031b\u0323-\u0328\u032d\u032e\u0330\u0331"
+_WORD = re.compile(f"(?:[^\\W_]|[{_PRIVATE_USE}])(?:[^\\W_]++|[{_ACCENTS}{_PRIVATE_USE}]++)*+")
+_ASCII_WORD = re.compile(r"[^\W_]+")
 
 
 class _Part(msgspec.Struct):
@@ -45,7 +51,7 @@ _decoder = msgspec.json.Decoder(_Notification)
 
 def query_terms(query: str) -> tuple[str, ...]:
     """The words of a query, lower-cased; () if it has none."""
-    return tuple(dict.fromkeys(word.lower() for word in _WORD.findall(query)))
+    return tuple(dict.fromkeys(word.lower() for word in _words(query).findall(query)))
 
 
 def searchable(method: str, payload: bytes) -> tuple[str, str] | None:
@@ -75,7 +81,7 @@ def searchable(method: str, payload: bytes) -> tuple[str, str] | None:
 def snippet(text: str, terms: tuple[str, ...]) -> str | None:
     """A few words around the first match, as written, with matched words in [brackets];
     None unless every term occurs."""
-    words = list(_WORD.finditer(text))
+    words = list(_words(text).finditer(text))
     found = {w.group().lower() for w in words}
     if not all(term in found for term in terms):
         return None
@@ -90,6 +96,10 @@ def snippet(text: str, terms: tuple[str, ...]) -> str | None:
     prefix = "…" if start > 0 else ""
     suffix = "…" if start + SNIPPET_WORDS < len(words) else text[at:]  # the end, as written
     return prefix + " ".join("".join(pieces).split()) + " ".join(suffix.split())
+
+
+def _words(text: str) -> re.Pattern[str]:
+    return _ASCII_WORD if text.isascii() else _WORD
 
 
 def scan(events: Iterable[tuple[Event, int | None]], query: SearchQuery) -> list[SearchHit]:
