@@ -1,0 +1,834 @@
+"""The dispatcher in-process (sidecar/dispatch.py): lines in, what the daemon would write
+out, over real stores. Every error code with the right id, batches, notifications (never
+answered, quarantined when bad), acknowledged events and byte-exact storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from events import USAGE_TOKENS, init, line, notification, prompt, stop, vectors
+
+from sidecar.config import Settings
+from sidecar.core import Core, compose
+from sidecar.dispatch import Reply
+from sidecar.framing import LineSplitter, Oversize
+from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailure
+from sidecar.store.memory import MemoryStore
+from sidecar.store.sqlite import SqliteStore
+
+WAIT_S = 10.0
+T = "2026-06-07T14:03:21Z"
+
+
+# --- the daemon's read loop, in-process ----------------------------------------------------------
+
+
+async def resolve(reply: Reply) -> bytes | None:
+    """The line the daemon writes for `reply` (server.py `_answer`), waited for at most WAIT_S."""
+    if reply is None or isinstance(reply, bytes):
+        return reply
+    async with asyncio.timeout(WAIT_S):
+        return await reply
+
+
+def encode(message: Any) -> bytes:
+    """A message as one compact line without its newline; bytes are sent as they are."""
+    if isinstance(message, bytes):
+        return message
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Lines:
+    """Where subscriptions write, standing in for stdout."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def write_line(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    @property
+    def pending_bytes(self) -> int:
+        return 0
+
+
+class Wire:
+    """A composed core, fed lines as the daemon's read loop feeds them."""
+
+    def __init__(self, core: Core, settings: Settings) -> None:
+        self.core = core
+        self.store = core.store
+        self.settings = settings
+
+    def handle(self, message: Any) -> Reply:
+        return self.core.dispatcher.handle_line(encode(message))
+
+    async def answer(self, message: Any) -> Any:
+        """The decoded answer to one line; fails if there is none."""
+        reply = await resolve(self.handle(message))
+        assert reply is not None, f"no answer to {message!r}"
+        return json.loads(reply)
+
+    async def silent(self, *messages: Any) -> None:
+        """Send each message; none may be answered."""
+        for message in messages:
+            reply = await resolve(self.handle(message))
+            assert reply is None, reply
+
+    async def feed(self, data: bytes) -> list[Any]:
+        """The answers to `data`, split into lines as the daemon splits stdin, in order."""
+        splitter = LineSplitter(self.settings.max_line_bytes)
+        answers = []
+        for piece in [*splitter.feed(data), *splitter.finish()]:
+            reply = await resolve(self.core.dispatcher.handle_line(piece))
+            if reply is not None:
+                answers.append(json.loads(reply))
+        return answers
+
+    async def result(self, method: str, params: Any = None) -> Any:
+        return result_of(await self.answer(rpc(method, params, "result")), "result")
+
+    async def quarantine(self) -> list[tuple[bytes, str]]:
+        """(line, reason) of every quarantined line, read back from the store itself."""
+        async with asyncio.timeout(WAIT_S):
+            await self.core.ingest.drain()
+        if isinstance(self.store, MemoryStore):
+            return [(kept.line, kept.reason) for kept in self.store.quarantine]
+        assert isinstance(self.store, SqliteStore)
+        rows = query(Path(self.store.location), "SELECT line, reason FROM quarantine ORDER BY id")
+        return [(bytes(kept), reason.decode()) for kept, reason in rows]
+
+    async def stored(self) -> list[bytes]:
+        """The payload of every committed event, in seq order."""
+        async with asyncio.timeout(WAIT_S):
+            await self.core.ingest.drain()
+            page = await self.store.events_after(0, 1_000_000)
+        return [event.payload for _, event in page.events]
+
+
+@asynccontextmanager
+async def running(store: Store, settings: Settings | None = None) -> AsyncIterator[Wire]:
+    settings = settings or Settings(backend=store.backend)
+    await store.open()
+    core = compose(store, settings, output=Lines())
+    core.ingest.start()
+    try:
+        yield Wire(core, settings)
+    finally:
+        try:
+            assert await core.ingest.close(WAIT_S) == [], "events left unstored"
+            if core.hub is not None:
+                await core.hub.close()
+        finally:
+            await store.close()
+
+
+class FaultyStore(MemoryStore):
+    """The memory store failing on demand: while `refusing`, writes fail as on a full disk;
+    while `broken`, reads raise as a bug in a backend would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusing = False
+        self.broken = False
+
+    async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
+        if self.refusing:
+            raise StoreFailure("disk is full")
+        return await super().write(events, rejected)
+
+    async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
+        if self.broken:
+            raise RuntimeError("a secret detail of the bug")
+        return await super().read_session(session_id, query)
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[Wire]:
+    async with running(MemoryStore()) as running_wire:
+        yield running_wire
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def any_wire(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Wire]:
+    """The dispatcher over each store whose quarantine can be read back."""
+    store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "sessions.db")
+    async with running(store) as running_wire:
+        yield running_wire
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "sessions.db"
+
+
+@pytest.fixture
+async def sqlite_wire(db: Path) -> AsyncIterator[Wire]:
+    async with running(SqliteStore(db)) as running_wire:
+        yield running_wire
+
+
+@pytest.fixture
+async def faulty() -> AsyncIterator[tuple[Wire, FaultyStore]]:
+    store = FaultyStore()
+    async with running(store) as running_wire:
+        yield running_wire, store
+        store.refusing = store.broken = False  # what is queued is stored before the end
+
+
+# --- builders and checks ---------------------------------------------------------------------------
+
+
+def delta(session_id: str, timestamp: str, text: str = "Hel", kind: str = "Text") -> dict[str, Any]:
+    return notification(
+        "stream.delta", session_id=session_id, turn_id="t1", delta=text, delta_type=kind, timestamp=timestamp
+    )
+
+
+def tool_call(session_id: str, timestamp: str, **input: Any) -> dict[str, Any]:
+    return notification(
+        "tool.call",
+        session_id=session_id,
+        turn_id="t1",
+        name="read",
+        input=input,
+        tool_call_id="c1",
+        timestamp=timestamp,
+    )
+
+
+def tool_result(session_id: str, timestamp: str, result: Any = None) -> dict[str, Any]:
+    return notification(
+        "tool.result",
+        session_id=session_id,
+        turn_id="t1",
+        result={"Ok": "done"} if result is None else result,
+        tool_call_id="c1",
+        timestamp=timestamp,
+    )
+
+
+def task(session_id: str, timestamp: str, status: str = "Done") -> dict[str, Any]:
+    return notification(
+        "assistant.task",
+        session_id=session_id,
+        turn_id="t1",
+        task_name="write tests",
+        task_status=status,
+        timestamp=timestamp,
+    )
+
+
+def changed(message: dict[str, Any], **params: Any) -> dict[str, Any]:
+    return {**message, "params": {**message["params"], **params}}
+
+
+def without(message: dict[str, Any], key: str) -> dict[str, Any]:
+    return {**message, "params": {k: v for k, v in message["params"].items() if k != key}}
+
+
+def as_request(message: dict[str, Any], request_id: Any) -> dict[str, Any]:
+    return {**message, "id": request_id}
+
+
+def rpc(method: str, params: Any = None, request_id: Any = "r") -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+def error_of(reply: Any, code: int, request_id: Any) -> dict[str, Any]:
+    """The error object of `reply`, after checking it is a proper error response."""
+    assert isinstance(reply, dict), reply
+    assert set(reply) == {"jsonrpc", "id", "error"}, reply
+    assert reply["jsonrpc"] == "2.0"
+    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
+    error = reply["error"]
+    assert error["code"] == code, reply
+    assert isinstance(error["message"], str) and error["message"], reply
+    assert isinstance(error.get("data", {}), dict), reply
+    return dict(error)
+
+
+def result_of(reply: Any, request_id: Any) -> Any:
+    assert isinstance(reply, dict), reply
+    assert set(reply) == {"jsonrpc", "id", "result"}, reply
+    assert reply["jsonrpc"] == "2.0"
+    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
+    return reply["result"]
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows read by a connection of our own, as another process would read the file."""
+    with closing(sqlite3.connect(db)) as connection:
+        connection.text_factory = bytes
+        return list(connection.execute(sql))
+
+
+def payloads(db: Path) -> list[bytes]:
+    return [row[0] for row in query(db, "SELECT payload FROM events ORDER BY id")]
+
+
+def stored_form(method: str, params: bytes) -> bytes:
+    return b'{"jsonrpc":"2.0","method":"' + method.encode() + b'","params":' + params + b"}"
+
+
+def params_text(vector: bytes) -> bytes:
+    """The bytes of `params` in a compact vector line whose last key is `params`."""
+    head, _, rest = vector.partition(b',"params":')
+    assert rest.endswith(b"}") and head.startswith(b"{")
+    params = rest[:-1]
+    json.loads(params)
+    return params
+
+
+# --- -32700 and -32600: lines that are not messages ----------------------------------------------
+
+NOT_JSON = [
+    pytest.param(b"not json", id="words"),
+    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"storage.info"} x', id="trailing-garbage"),
+    pytest.param(b"\xff\xfe\xfd", id="invalid-utf8"),
+    pytest.param(b'{"jsonrpc":"2.0","id":1,"method":"storage.\xc3"}', id="invalid-utf8-in-a-request"),
+    pytest.param(b"[1,2", id="truncated-batch"),
+    pytest.param(b"[" * 100_000, id="nested-too-deep"),
+]
+
+
+@pytest.mark.parametrize("raw", NOT_JSON)
+async def test_a_line_that_is_not_json_is_answered_parse_error_with_null_id_and_quarantined(
+    any_wire: Wire, raw: bytes
+) -> None:
+    error_of(await any_wire.answer(raw), -32700, None)
+    assert [kept for kept, _ in await any_wire.quarantine()] == [raw]
+
+
+NOT_A_REQUEST = [
+    pytest.param(b'{"id":1,"method":"storage.info"}', 1, id="jsonrpc-missing"),
+    pytest.param(b'{"jsonrpc":"1.0","id":"a","method":"storage.info"}', "a", id="jsonrpc-1.0"),
+    pytest.param(b'{"jsonrpc":"2.0","id":2,"method":42}', 2, id="method-a-number"),
+    pytest.param(b'{"jsonrpc":"2.0","id":"m"}', "m", id="method-missing"),
+    pytest.param(b'{"method":"storage.flush"}', None, id="notification-without-jsonrpc"),
+    pytest.param(b"42", None, id="a-number"),
+    pytest.param(b'"x"', None, id="a-string"),
+    pytest.param(b'{"jsonrpc":"2.0","id":{},"method":"storage.info"}', None, id="id-an-object"),
+    pytest.param(b'{"jsonrpc":"2.0","id":true,"method":"storage.info"}', None, id="id-a-boolean"),
+    pytest.param(b'{"jsonrpc":"2.0","id":[1],"method":"storage.info"}', None, id="id-an-array"),
+]
+
+
+@pytest.mark.parametrize(("raw", "request_id"), NOT_A_REQUEST)
+async def test_a_value_that_is_not_a_jsonrpc_message_is_answered_invalid_request_and_quarantined(
+    any_wire: Wire, raw: bytes, request_id: Any
+) -> None:
+    error_of(await any_wire.answer(raw), -32600, request_id)
+    assert [kept for kept, _ in await any_wire.quarantine()] == [raw]
+
+
+async def test_every_line_that_is_not_a_message_counts_as_received_rejected_and_answered(wire: Wire) -> None:
+    for raw in (b"{", b"\xc0\xaf", b"42", b"[]", b'{"jsonrpc":"2.0"}'):
+        await wire.answer(raw)
+    stats = await wire.result("storage.stats")
+    assert (stats["received"], stats["rejected"], stats["errors"], stats["persisted"]) == (6, 5, 5, 0)
+
+
+# --- -32601, and the forms of an id -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_id", ["abc", "", 7, 1.5, None], ids=repr)
+async def test_an_unknown_method_in_a_request_is_answered_method_not_found_with_the_same_id(
+    wire: Wire, request_id: Any
+) -> None:
+    error = error_of(await wire.answer(rpc("storage.frobnicate", {"x": 1}, request_id)), -32601, request_id)
+    assert "storage.frobnicate" in json.dumps(error)
+    assert error["data"]["method"] == "storage.frobnicate"
+    assert await wire.quarantine() == []  # a request's error is its answer, not a rejected line
+
+
+@pytest.mark.parametrize("request_id", ["abc", "", 0, -7, 2**53, 1.5, None], ids=repr)
+async def test_a_request_is_answered_with_its_own_id_of_the_same_type(wire: Wire, request_id: Any) -> None:
+    assert result_of(await wire.answer(rpc("storage.flush", request_id=request_id)), request_id) == {"seq": 0}
+
+
+async def test_a_message_without_an_id_is_a_notification_and_one_with_a_null_id_is_a_request(
+    wire: Wire,
+) -> None:
+    unknown = {"jsonrpc": "2.0", "method": "storage.frobnicate"}
+    await wire.silent(unknown)
+    error_of(await wire.answer({**unknown, "id": None}), -32601, None)
+    ((kept, reason),) = await wire.quarantine()
+    assert kept == encode(unknown) and "-32601" in reason
+
+
+# --- -32602: invalid params, with the field named ---------------------------------------------------
+
+INVALID_EVENTS = [
+    pytest.param(without(init("s"), "model"), "model", id="session.init-without-model"),
+    pytest.param(changed(init("s"), init_type="start"), "init_type", id="init_type-lowercase"),
+    pytest.param(delta("s", T, kind="text"), "delta_type", id="delta_type-lowercase"),
+    pytest.param(tool_result("s", T, {}), "result", id="tool.result-neither-ok-nor-err"),
+    pytest.param(changed(prompt("s", T), session_id=""), "session_id", id="session_id-empty"),
+    pytest.param(without(prompt("s", T), "turn_id"), "turn_id", id="turn_id-missing"),
+    pytest.param(
+        changed(stop("s", T), usage={**USAGE_TOKENS, "latency": "1"}), "usage.latency", id="latency-a-string"
+    ),
+    pytest.param(task("s", T, "done"), "task_status", id="task_status-lowercase"),
+    pytest.param({"jsonrpc": "2.0", "method": "session.init"}, "params", id="params-missing"),
+]
+
+
+@pytest.mark.parametrize(("event", "field"), INVALID_EVENTS)
+async def test_an_invalid_event_sent_as_a_request_is_answered_invalid_params_naming_the_field(
+    wire: Wire, event: dict[str, Any], field: str
+) -> None:
+    error = error_of(await wire.answer(as_request(event, 41)), -32602, 41)
+    assert error["data"]["field"] == field
+    assert isinstance(error["data"]["reason"], str) and error["data"]["reason"]
+    assert (await wire.result("storage.stats"))["persisted"] == 0
+
+
+INVALID_TIMESTAMPS = [
+    "2026-13-01T00:00:00Z",
+    "2026-01-01T00:00:00",
+    "2026-02-30T00:00:00Z",
+    "2026-01-01T24:00:00Z",
+    "2026-01-01T00:00:00.1234567890Z",
+    "yesterday",
+]
+
+
+@pytest.mark.parametrize("timestamp", INVALID_TIMESTAMPS)
+async def test_an_event_with_an_invalid_timestamp_is_answered_invalid_params_naming_timestamp(
+    wire: Wire, timestamp: str
+) -> None:
+    error = error_of(await wire.answer(as_request(prompt("bad", timestamp), "t")), -32602, "t")
+    assert error["data"]["field"] == "timestamp"
+    assert await wire.result("storage.get_session", {"session_id": "bad"}) == []
+
+
+async def test_a_storage_method_without_params_rejects_unknown_params(wire: Wire) -> None:
+    error = error_of(await wire.answer(rpc("storage.flush", {"everything": True}, 9)), -32602, 9)
+    assert error["data"]["field"] == "everything"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [b"null", b"[]", b'["a","b"]', b"42", b'"s"'],
+    ids=["null", "empty-array", "two", "number", "str"],
+)
+async def test_params_that_are_neither_an_object_nor_a_one_element_array_name_the_params(
+    wire: Wire, params: bytes
+) -> None:
+    raw = b'{"jsonrpc":"2.0","id":1,"method":"storage.delete_session","params":' + params + b"}"
+    assert error_of(await wire.answer(raw), -32602, 1)["data"]["field"] == "params"
+
+
+# --- -32003: a line over the maximum ------------------------------------------------------------------
+
+
+async def test_a_line_over_the_maximum_is_answered_message_too_large_with_null_id_and_its_head_quarantined(
+    wire: Wire,
+) -> None:
+    reply = await resolve(wire.core.dispatcher.handle_line(Oversize(5000, b"x" * 1024)))
+    assert reply is not None
+    error = error_of(json.loads(reply), -32003, None)
+    assert error["data"]["size"] == 5000
+    assert [kept for kept, _ in await wire.quarantine()] == [b"x" * 1024]
+    stats = await wire.result("storage.stats")
+    assert (stats["received"], stats["rejected"], stats["errors"]) == (2, 1, 1)
+
+
+async def test_after_a_line_over_the_maximum_the_next_line_is_handled() -> None:
+    async with running(MemoryStore(), Settings(backend="memory", max_line_bytes=1000)) as wire:
+        big = line(as_request(prompt("big", T, text="x" * 1000), "big"))
+        small = line(as_request(prompt("small", T), "small"))
+        first, second = await wire.feed(big + b"\n" + small + b"\n")
+        error_of(first, -32003, None)
+        assert result_of(second, "small") == {"session_id": "small", "seq": 1}
+        assert await wire.result("storage.get_session", {"session_id": "big"}) == []
+
+
+# --- -32001: the store cannot take or serve data -------------------------------------------------------
+
+
+async def test_an_event_the_store_cannot_take_is_answered_storage_unavailable_and_stored_after_recovery(
+    sqlite_wire: Wire, db: Path
+) -> None:
+    await sqlite_wire.silent(init("s"))
+    assert await sqlite_wire.result("storage.flush") == {"seq": 1}
+    with closing(sqlite3.connect(db, isolation_level=None)) as other:
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
+        )
+        error = error_of(await sqlite_wire.answer(as_request(prompt("s", T), "p")), -32001, "p")
+        assert "disk is full" in error["data"]["reason"]
+        error_of(await sqlite_wire.answer(rpc("storage.flush", request_id="f")), -32001, "f")
+        error_of(await sqlite_wire.answer(rpc("storage.get_session", {"session_id": "s"}, "g")), -32001, "g")
+        other.execute("DROP TRIGGER refuse")
+    assert await sqlite_wire.result("storage.flush") == {"seq": 2}
+    assert payloads(db) == [line(init("s")), line(prompt("s", T))]
+
+
+async def test_an_acknowledged_event_refused_by_the_store_is_kept_and_stored_once_it_recovers(
+    faulty: tuple[Wire, FaultyStore],
+) -> None:
+    wire, store = faulty
+    store.refusing = True
+    error = error_of(await wire.answer(as_request(prompt("s", T), "p")), -32001, "p")
+    assert error["data"]["retained"] is True
+    assert error["data"]["reason"] == "disk is full"
+    store.refusing = False
+    assert await wire.result("storage.flush") == {"seq": 1}
+    assert await wire.result("storage.get_session", {"session_id": "s"}) == [prompt("s", T)]
+
+
+async def test_while_the_store_refuses_writes_reads_fail_but_info_and_stats_answer(
+    faulty: tuple[Wire, FaultyStore],
+) -> None:
+    wire, store = faulty
+    store.refusing = True
+    await wire.silent(init("s"))
+    error_of(await wire.answer(rpc("storage.get_session", ["s"], "g")), -32001, "g")
+    error_of(await wire.answer(rpc("storage.flush", request_id="f")), -32001, "f")
+    assert (await wire.result("storage.info"))["backend"] == "memory"
+    assert (await wire.result("storage.stats"))["queue_depth"] == 1
+    store.refusing = False
+    assert await wire.result("storage.get_session", ["s"]) == [init("s")]
+
+
+# --- -32603: a bug, answered without its details ----------------------------------------------------------
+
+
+async def test_a_request_that_hits_a_bug_is_answered_internal_error_without_its_details(
+    faulty: tuple[Wire, FaultyStore],
+) -> None:
+    wire, store = faulty
+    store.broken = True
+    reply = await resolve(wire.handle(rpc("storage.get_session", ["s"], "g")))
+    assert reply is not None and b"secret" not in reply and b"Traceback" not in reply
+    error = error_of(json.loads(reply), -32603, "g")
+    assert error["data"] == {"reason": "see the daemon's stderr"}
+    store.broken = False
+    assert await wire.result("storage.get_session", ["s"]) == []
+
+
+async def test_a_notification_that_hits_a_bug_is_not_answered_but_quarantined(
+    faulty: tuple[Wire, FaultyStore],
+) -> None:
+    wire, store = faulty
+    store.broken = True
+    notice = {"jsonrpc": "2.0", "method": "storage.get_session", "params": ["s"]}
+    await wire.silent(notice)
+    store.broken = False
+    ((kept, reason),) = await wire.quarantine()
+    assert kept == encode(notice) and "-32603" in reason
+
+
+# --- batches --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [b"[]", b" [ ] "])
+async def test_an_empty_batch_is_answered_with_one_invalid_request_object_not_an_array(
+    wire: Wire, raw: bytes
+) -> None:
+    error_of(await wire.answer(raw), -32600, None)
+    assert [kept for kept, _ in await wire.quarantine()] == [raw]
+
+
+async def test_a_batch_of_requests_is_answered_with_one_array_of_responses_matching_every_id(
+    wire: Wire,
+) -> None:
+    batch = await wire.answer(
+        [
+            rpc("storage.info", request_id=1),
+            rpc("storage.flush", request_id="two"),
+            rpc("no.such.method", request_id=3),
+            rpc("storage.get_session", {"session_id": "none"}, request_id=None),
+        ]
+    )
+    assert isinstance(batch, list) and len(batch) == 4
+    by_id = {json.dumps(reply["id"]): reply for reply in batch}
+    assert result_of(by_id["1"], 1)["backend"] == "memory"
+    assert result_of(by_id['"two"'], "two") == {"seq": 0}
+    error_of(by_id["3"], -32601, 3)
+    assert result_of(by_id["null"], None) == []
+
+
+async def test_a_batch_is_answered_in_the_order_of_its_requests_with_acknowledged_events_last(
+    wire: Wire,
+) -> None:
+    batch = await wire.answer(
+        [
+            rpc("storage.flush", request_id=1),
+            as_request(prompt("s", T), 2),
+            rpc("storage.info", request_id=3),
+            rpc("no.such.method", request_id=4),
+            as_request(init("s"), 5),
+            rpc("storage.flush", request_id=6),
+        ]
+    )
+    assert [reply["id"] for reply in batch] == [1, 3, 4, 6, 2, 5]
+    assert result_of(batch[0], 1) == {"seq": 0}  # it sees only what came before it
+    assert result_of(batch[3], 6) == {"seq": 2}
+    assert result_of(batch[4], 2) == {"session_id": "s", "seq": 1}
+    assert result_of(batch[5], 5) == {"session_id": "s", "seq": 2}
+
+
+async def test_a_batch_mixing_notifications_and_requests_answers_only_the_requests(wire: Wire) -> None:
+    batch = await wire.answer(
+        [
+            init("b"),
+            prompt("b", "2026-06-07T14:03:22Z"),
+            rpc("storage.get_session", {"session_id": "b"}, "read"),
+            {"jsonrpc": "2.0", "method": "no.such.method"},
+            rpc("storage.stats", request_id="stats"),
+        ]
+    )
+    assert isinstance(batch, list) and [reply["id"] for reply in batch] == ["read", "stats"]
+    read, stats = batch
+    assert result_of(read, "read") == [init("b"), prompt("b", "2026-06-07T14:03:22Z")]
+    assert result_of(stats, "stats")["rejected"] == 1
+
+
+async def test_a_batch_of_only_notifications_is_not_answered_and_stores_every_event(wire: Wire) -> None:
+    await wire.silent([init("n"), prompt("n", "2026-06-07T14:03:22Z"), stop("n", "2026-06-07T14:03:23Z")])
+    events = await wire.result("storage.get_session", {"session_id": "n"})
+    assert [e["method"] for e in events] == ["session.init", "user.prompt.submit", "session.stop"]
+
+
+@pytest.mark.parametrize("raw", [b"[1,2,3]", b'["x",null,{},[]]', b" [ 1 , true ] "])
+async def test_a_batch_of_garbage_elements_is_answered_with_an_invalid_request_per_element(
+    wire: Wire, raw: bytes
+) -> None:
+    batch = await wire.answer(raw)
+    assert isinstance(batch, list) and len(batch) == len(json.loads(raw))
+    for reply in batch:
+        error_of(reply, -32600, None)
+
+
+async def test_the_invalid_elements_of_a_batch_are_quarantined_one_by_one_and_the_valid_ones_stored(
+    wire: Wire,
+) -> None:
+    bad_event = without(init("q"), "model")
+    assert len(await wire.answer([1, init("q"), "x", bad_event])) == 2
+    assert [kept for kept, _ in await wire.quarantine()] == [b"1", b'"x"', encode(bad_event)]
+    assert await wire.stored() == [line(init("q"))]
+
+
+async def test_events_sent_as_requests_inside_a_batch_are_answered_with_session_and_seq_in_the_array(
+    wire: Wire,
+) -> None:
+    batch = await wire.answer(
+        [
+            as_request(init("e"), 1),
+            as_request(prompt("e", "2026-06-07T14:03:22Z"), 2),
+            as_request(without(prompt("e", T), "turn_id"), 3),
+            7,
+            rpc("storage.info", request_id=4),
+        ]
+    )
+    assert isinstance(batch, list) and len(batch) == 5
+    by_id = {json.dumps(reply["id"]): reply for reply in batch}
+    assert result_of(by_id["1"], 1) == {"session_id": "e", "seq": 1}
+    assert result_of(by_id["2"], 2) == {"session_id": "e", "seq": 2}
+    assert error_of(by_id["3"], -32602, 3)["data"]["field"] == "turn_id"
+    error_of(by_id["null"], -32600, None)
+    assert result_of(by_id["4"], 4)["backend"] == "memory"
+
+
+# --- notifications: never answered; bad ones quarantined ----------------------------------------------
+
+BAD_NOTIFICATIONS = [
+    pytest.param(line(without(init("q"), "model")), "model", id="event-missing-field"),
+    pytest.param(line(changed(prompt("q", T), timestamp="2026-13-01T00:00:00Z")), "timestamp", id="bad-time"),
+    pytest.param(b'{"jsonrpc":"2.0","method":"session.init"}', "params", id="event-without-params"),
+    pytest.param(b'{"jsonrpc":"2.0","method":"agent.dance","params":{}}', "agent.dance", id="unknown-method"),
+    pytest.param(b'{"jsonrpc":"2.0","method":"storage.get_session","params":{}}', "session_id", id="storage"),
+]
+
+
+@pytest.mark.parametrize(("raw", "hint"), BAD_NOTIFICATIONS)
+async def test_an_invalid_notification_is_not_answered_but_quarantined_with_the_raw_line_and_a_reason(
+    any_wire: Wire, raw: bytes, hint: str
+) -> None:
+    await any_wire.silent(init("q"), raw, prompt("q", "2026-06-07T14:03:22Z"))
+    stats = await any_wire.result("storage.stats")
+    assert (stats["rejected"], stats["errors"], stats["persisted"]) == (1, 0, 2)
+    ((kept, reason),) = await any_wire.quarantine()
+    assert kept == raw
+    assert hint in reason
+    assert len(await any_wire.stored()) == 2
+
+
+async def test_a_valid_storage_request_sent_as_a_notification_is_not_answered(wire: Wire) -> None:
+    await wire.silent(
+        {"jsonrpc": "2.0", "method": "storage.get_session", "params": {"session_id": "s"}},
+        {"jsonrpc": "2.0", "method": "storage.info"},
+        {"jsonrpc": "2.0", "method": "storage.stats"},
+    )
+    stats = await wire.result("storage.stats")
+    assert (stats["rejected"], stats["errors"]) == (0, 0)
+
+
+async def test_storage_flush_as_a_notification_commits_silently(sqlite_wire: Wire, db: Path) -> None:
+    sent = [prompt("fl", f"2026-06-07T14:03:21.{i:09d}Z") for i in range(50)]
+    await sqlite_wire.silent(*sent, {"jsonrpc": "2.0", "method": "storage.flush"})
+    assert payloads(db) == [line(event) for event in sent]
+
+
+RESPONSE_OBJECTS = [
+    pytest.param(
+        b'{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"Internal Server Error","data":"x"}}',
+        id="error-response",
+    ),
+    pytest.param(b'{"jsonrpc":"2.0","id":"a","result":{"ok":true}}', id="result-response"),
+]
+
+
+@pytest.mark.parametrize("raw", RESPONSE_OBJECTS)
+async def test_a_response_object_is_ignored_not_answered_not_quarantined_not_counted_as_error(
+    any_wire: Wire, raw: bytes
+) -> None:
+    await any_wire.silent(raw)
+    stats = await any_wire.result("storage.stats")
+    assert (stats["rejected"], stats["errors"], stats["persisted"]) == (0, 0, 0)
+    assert await any_wire.quarantine() == []
+
+
+async def test_crlf_line_endings_are_accepted_and_not_stored(sqlite_wire: Wire, db: Path) -> None:
+    sent = [init("crlf"), prompt("crlf", "2026-06-07T14:03:22Z")]
+    request = rpc("storage.get_session", {"session_id": "crlf"}, "c")
+    (read,) = await sqlite_wire.feed(b"".join(line(message) + b"\r\n" for message in [*sent, request]))
+    assert result_of(read, "c") == sent
+    assert payloads(db) == [line(event) for event in sent]
+
+
+async def test_blank_lines_are_ignored_without_an_answer_or_a_count(wire: Wire) -> None:
+    assert await wire.feed(b"\n\n   \n\t\n\r\n" + line(init("blank")) + b"\n\n \r\n") == []
+    stats = await wire.result("storage.stats")
+    assert (stats["received"], stats["persisted"], stats["rejected"], stats["errors"]) == (2, 1, 0, 0)
+
+
+# --- acknowledged events ------------------------------------------------------------------------------
+
+
+async def test_events_sent_as_requests_are_answered_with_session_and_increasing_seq(wire: Wire) -> None:
+    sent = [
+        as_request(init("a"), "i"),
+        as_request(prompt("a", "2026-06-07T14:03:22Z"), 2),
+        as_request(init("b"), 3.5),
+        as_request(tool_call("a", "2026-06-07T14:03:23Z", path="x"), None),
+    ]
+    replies = [wire.handle(message) for message in sent]  # all sent before any answer is read
+    acks = [json.loads(reply or b"") for reply in [await resolve(reply) for reply in replies]]
+    results = [result_of(ack, message["id"]) for ack, message in zip(acks, sent, strict=True)]
+    assert results == [
+        {"session_id": "a", "seq": 1},
+        {"session_id": "a", "seq": 2},
+        {"session_id": "b", "seq": 3},
+        {"session_id": "a", "seq": 4},
+    ]
+    await wire.silent(prompt("b", "2026-06-07T14:03:24Z"))
+    assert await wire.result("storage.flush") == {"seq": 5}
+
+
+async def test_an_acknowledged_event_is_answered_only_once_committed_with_its_seq_in_the_store(
+    wire: Wire,
+) -> None:
+    reply = wire.handle(as_request(prompt("c", T), "p"))
+    assert isinstance(reply, asyncio.Future)  # the reader goes on while the commit is pending
+    ack = result_of(json.loads(await resolve(reply) or b""), "p")
+    async with asyncio.timeout(WAIT_S):
+        page = await wire.store.events_after(0, 10)  # straight from the store: no drain first
+    assert [(seq, event.payload) for seq, event in page.events] == [(ack["seq"], line(prompt("c", T)))]
+
+
+async def test_get_session_right_after_notifications_sees_every_one_of_them(wire: Wire) -> None:
+    sent = [prompt("rw", f"2026-06-07T14:03:21.{i:09d}Z", text=str(i)) for i in range(300)]
+    await wire.silent(*sent)
+    assert await wire.result("storage.get_session", {"session_id": "rw"}) == sent
+    assert await wire.result("storage.flush") == {"seq": 300}
+
+
+# --- byte-for-byte storage, read back from the SQLite file -------------------------------------------
+
+
+async def test_every_shared_vector_is_accepted_and_stored_byte_for_byte(sqlite_wire: Wire, db: Path) -> None:
+    messages = [json.loads(vector) for vector in vectors()]
+    for seq, (vector, message) in enumerate(zip(vectors(), messages, strict=True), start=1):
+        ack = await sqlite_wire.answer(vector[:-1] + b',"id":' + str(seq).encode() + b"}")
+        assert result_of(ack, seq) == {"session_id": message["params"]["session_id"], "seq": seq}
+    for session in dict.fromkeys(m["params"]["session_id"] for m in messages):
+        stored = await sqlite_wire.result("storage.get_session", {"session_id": session})
+        assert sorted(map(json.dumps, stored)) == sorted(
+            json.dumps(m) for m in messages if m["params"]["session_id"] == session
+        )
+    assert payloads(db) == [
+        stored_form(m["method"], params_text(v)) for m, v in zip(messages, vectors(), strict=True)
+    ]
+
+
+EXACT_PARAMS = [
+    pytest.param(
+        "user.prompt.submit",
+        b'{ "timestamp" : "2026-06-07T14:03:21Z" ,\t"prompt":"hi" , "turn_id":"t","session_id":"w"  }',
+        id="whitespace-and-key-order",
+    ),
+    pytest.param(
+        "user.prompt.submit",
+        b'{"session_id":"w","turn_id":"t","prompt":"caf\\u00e9 \xc2\xbd \\ud83d\\ude00 \\/ \\"q\\"",'
+        b'"timestamp":"2026-06-07T14:03:21Z"}',
+        id="escapes-kept-as-written",
+    ),
+    pytest.param(
+        "skill.load",
+        b'{"session_id":"w","turn_id":"t","skill_name":"rust","timestamp":"2026-06-07T14:03:21Z",'
+        b'"future_field":{"nested":[1,2,{"x":null}]},"flag":true}',
+        id="unknown-keys-kept",
+    ),
+    pytest.param(
+        "tool.call",
+        b'{"session_id":"w","turn_id":"t","name":"n","timestamp":"2026-06-07T14:03:21Z",'
+        b'"input":{"a":1e16,"b":1.0,"c":-0.0,"d":1E+2,"e":12345678901234567890123,"f":0.10}}',
+        id="number-spellings-kept",
+    ),
+    pytest.param(
+        "tool.any_call",
+        b'{"session_id":"w","turn_id":"t","name":"n","tool_call_id":"c","input":"plain text",'
+        b'"timestamp":"2026-06-07T14:03:21Z"}',
+        id="tool-input-a-string",
+    ),
+    pytest.param(
+        "session.stop",
+        b'{"session_id":"w","success":true,"result":"r","timestamp":"2026-06-07T14:03:21Z",'
+        b'"usage":{"latency":1,"input_tokens":2,"output_tokens":3,"cache_write_tokens":0,"cache_read_tokens":0}}',
+        id="mixed-generations-optional-fields-absent",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "params"), EXACT_PARAMS)
+async def test_params_are_stored_exactly_as_received_whatever_their_spelling(
+    sqlite_wire: Wire, db: Path, method: str, params: bytes
+) -> None:
+    await sqlite_wire.silent(stored_form(method, params))
+    (event,) = await sqlite_wire.result("storage.get_session", {"session_id": "w"})
+    assert event == {"jsonrpc": "2.0", "method": method, "params": json.loads(params)}
+    assert payloads(db) == [stored_form(method, params)]
+
+
+async def test_a_spaced_and_reordered_envelope_is_stored_compactly_around_the_exact_params(
+    sqlite_wire: Wire, db: Path
+) -> None:
+    params = b'{"session_id" : "w", "turn_id":"t",  "prompt":"hi","timestamp":"2026-06-07T14:03:21Z"}'
+    raw = b'{ "params" :  ' + params + b' ,\t"id" : 5, "method" : "user.prompt.submit", "jsonrpc" : "2.0" } '
+    assert result_of(await sqlite_wire.answer(raw), 5) == {"session_id": "w", "seq": 1}
+    assert payloads(db) == [stored_form("user.prompt.submit", params)]
