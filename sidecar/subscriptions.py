@@ -7,9 +7,10 @@ POLL_S, and only while someone is subscribed. Events are read by cursor
 (`Store.events_after`), once for all subscriptions at the same cursor, filtered, queued
 per subscription and written while the output is under its budget. The store is the
 buffer: a subscription whose queue is full is not read for, so a slow reader falls behind
-without holding memory. One whose queue stays full while MAX_BEHIND more events are
-committed has lagged: it is told once and ends (the tail command's pauses instead).
-Ingest never waits for any of this.
+without holding memory. One whose queue is full while more than MAX_BEHIND events committed
+since it subscribed wait unread after its cursor has lagged, however the commits were
+grouped: it is told once and ends (the tail command's pauses instead). Ingest never waits
+for any of this.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ PAGE = 500  # events read per store call
 # A subscription is not read for while its queue holds this much (a page may overshoot).
 QUEUE_EVENTS = 2048
 QUEUE_BYTES = 2 * 1024 * 1024
-MAX_BEHIND = 10_000  # events committed while a subscription's queue stays full: it has lagged
+# Events committed since a subscription began that it may leave unread while its queue is
+# full; one more and it has lagged (counted from its cursor: commit sizes make no difference).
+MAX_BEHIND = 10_000
 # Notifications are written only while the output holds less than this, so responses
 # (and the read loop, which waits when stdout is full) never queue behind them.
 OUTPUT_BUDGET_BYTES = 1024 * 1024
@@ -52,6 +55,7 @@ class Subscription:
         self,
         sub_id: int,
         after: int,
+        since: int,
         session_id: str | None,
         methods: Sequence[str],
         render: Render,
@@ -62,7 +66,7 @@ class Subscription:
         self.cursor = after  # events up to here were read from the store
         self.sent = after  # every matching event up to here was written to the output
         self.behind = True  # there may be events after the cursor right now
-        self.stalled_at: int | None = None  # the latest seq when its queue was found full
+        self.since = since  # the latest seq when it subscribed: older ones it asked to replay
         self.session_id = session_id
         self._matches = method_matcher(methods) if methods else None
         self.render = render
@@ -87,6 +91,7 @@ class Hub:
         output: Output,
         *,
         poll_s: float = POLL_S,
+        page: int = PAGE,
         queue_events: int = QUEUE_EVENTS,
         queue_bytes: int = QUEUE_BYTES,
         max_behind: int = MAX_BEHIND,
@@ -95,6 +100,7 @@ class Hub:
         self._store = store
         self._output = output
         self._poll_s = poll_s
+        self._page = page
         self._queue_events = queue_events
         self._queue_bytes = queue_bytes
         self._max_behind = max_behind
@@ -122,13 +128,14 @@ class Hub:
         StoreFailure if the backend cannot follow; SeqUnavailable if `after` is too old.
         """
         await self._store.change_token()  # the backend can follow, and is set up to
+        latest = await self._store.last_seq()
         if after is None:
-            after = await self._store.last_seq()
+            after = latest
         else:
             await self._store.events_after(after, 1)
         self._last_id += 1
         self._subs[self._last_id] = Subscription(
-            self._last_id, after, session_id, methods, render, lagged, pause
+            self._last_id, after, latest, session_id, methods, render, lagged, pause
         )
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="subscriptions")
@@ -176,8 +183,8 @@ class Hub:
                 committed, self._committed = self._committed, False
                 if changed or committed or any(sub.behind for sub in self._subs.values()):
                     await self._read()
-                if changed or committed:
-                    await self._check_stalled()
+                if changed or committed:  # only commits put a subscription further behind
+                    await self._lag_the_stalled()
                 if self._failing:
                     log.warning("following the store works again")
                     self._failing = False
@@ -207,7 +214,7 @@ class Hub:
             more = False
             for cursor, subs in groups.items():
                 try:
-                    page = await self._store.events_after(cursor, PAGE)
+                    page = await self._store.events_after(cursor, self._page)
                 except SeqUnavailable as exc:
                     log.warning("subscriptions at seq %d cannot go on: %s", cursor, exc)
                     for sub in subs:
@@ -221,21 +228,17 @@ class Hub:
             if not more:
                 return
 
-    async def _check_stalled(self) -> None:
-        """Lag the subscriptions whose queue stayed full while MAX_BEHIND events came."""
-        stalled = []
-        for sub in self._subs.values():
-            if self._has_room(sub):
-                sub.stalled_at = None
-            elif not sub.pause:
-                stalled.append(sub)
+    async def _lag_the_stalled(self) -> None:
+        """Lag the subscriptions whose queue is full while more than MAX_BEHIND events
+        committed since they subscribed wait after their cursor. Counted from the cursor,
+        not from when the queue was found full, so it does not matter how the events were
+        grouped into commits."""
+        stalled = [sub for sub in self._subs.values() if not sub.pause and not self._has_room(sub)]
         if not stalled:
             return
         latest = await self._store.last_seq()
         for sub in stalled:
-            if sub.stalled_at is None:
-                sub.stalled_at = latest
-            elif latest - sub.stalled_at > self._max_behind:
+            if latest - max(sub.cursor, sub.since) > self._max_behind:
                 self._lag(sub)
 
     def _take(self, sub: Subscription, page: Page) -> None:
