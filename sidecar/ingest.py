@@ -66,7 +66,7 @@ class Ingest:
         size = len(event.payload)
         self._bytes += size
         self._queued_bytes += size
-        if len(self._events) >= self._max_events or self._bytes >= self._max_bytes:
+        if self.queue_depth >= self._max_events or self._bytes >= self._max_bytes:  # in flight too
             self._room.clear()
         if not self._writing:
             self._wakeup.set()
