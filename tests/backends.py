@@ -1,5 +1,5 @@
 """The store backends as the conformance suite sees them: how to start a daemon on one,
-and where its quarantine can be looked at from outside. A new backend is one more class."""
+and where what it stored can be looked at from outside. A new backend is one more class."""
 
 from __future__ import annotations
 
@@ -8,9 +8,23 @@ import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from daemon import Daemon
 from pg_server import fetch
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a SQLite file, text as bytes, read by a connection of our own as another process
+    would read the file."""
+    with closing(sqlite3.connect(db)) as connection:
+        connection.text_factory = bytes
+        return list(connection.execute(sql))
+
+
+def payloads(db: Path) -> list[bytes]:
+    """The payload of every event in a SQLite file, in the order they were inserted."""
+    return [row[0] for row in query(db, "SELECT payload FROM events ORDER BY id")]
 
 
 class Backend:
@@ -42,9 +56,7 @@ class SqliteBackend(Backend):
         return ["--db", str(self.path)]
 
     def quarantined(self) -> list[bytes]:
-        with closing(sqlite3.connect(self.path)) as db:
-            db.text_factory = bytes
-            return [row[0] for row in db.execute("SELECT line FROM quarantine ORDER BY id")]
+        return [row[0] for row in query(self.path, "SELECT line FROM quarantine ORDER BY id")]
 
 
 class JsonlBackend(Backend):

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Before they are imported, so that the helpers' checks explain a failure as a test's own asserts do.
+pytest.register_assert_rewrite("backends", "events", "wire")
 
-from backends import BACKENDS, Backend, PostgresBackend
-from daemon import Daemon
-from pg_server import PostgresServer
+from backends import BACKENDS, Backend, PostgresBackend  # noqa: E402  (after the registration)
+from daemon import Daemon  # noqa: E402
+from pg_server import PostgresServer  # noqa: E402
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Builders of valid events, one per method and protocol generation, for tests."""
+"""Builders of valid events, one per method and protocol generation, of requests and of the
+forms events are stored in, and the checks of a JSON-RPC answer, for tests. No I/O."""
 
 from __future__ import annotations
 
@@ -70,6 +71,48 @@ def stop(session_id: str, timestamp: str, result: Any = "hello") -> dict[str, An
     )
 
 
+def fork(session_id: str, parent: str, timestamp: str) -> dict[str, Any]:
+    return notification("session.fork", session_id=session_id, parent_session_id=parent, timestamp=timestamp)
+
+
+def tool_call(session_id: str, timestamp: str, method: str = "tool.call", **input: Any) -> dict[str, Any]:
+    return notification(
+        method,
+        session_id=session_id,
+        turn_id="t1",
+        name="read",
+        input=input,
+        tool_call_id="c1",
+        timestamp=timestamp,
+    )
+
+
+def tool_result(session_id: str, timestamp: str, result: Any = None) -> dict[str, Any]:
+    return notification(
+        "tool.result",
+        session_id=session_id,
+        turn_id="t1",
+        result={"Ok": "done"} if result is None else result,
+        tool_call_id="c1",
+        timestamp=timestamp,
+    )
+
+
+def changed(message: dict[str, Any], **params: Any) -> dict[str, Any]:
+    return {**message, "params": {**message["params"], **params}}
+
+
+def as_request(message: dict[str, Any], request_id: Any) -> dict[str, Any]:
+    return {**message, "id": request_id}
+
+
+def rpc(method: str, params: Any = None, request_id: Any = "r") -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
 def vectors() -> list[bytes]:
     """The shared example lines of every protocol generation, exactly as written."""
     return [line for line in VECTORS.read_bytes().splitlines() if line.strip()]
@@ -77,3 +120,42 @@ def vectors() -> list[bytes]:
 
 def line(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def stored_form(method: str, params: bytes) -> bytes:
+    """The line a store keeps for an event: the compact envelope around `params` as received."""
+    return b'{"jsonrpc":"2.0","method":"' + method.encode() + b'","params":' + params + b"}"
+
+
+def params_text(vector: bytes) -> bytes:
+    """The bytes of `params` in a compact vector line whose last key is `params`."""
+    head, _, rest = vector.partition(b',"params":')
+    assert rest.endswith(b"}") and head.startswith(b"{")
+    params = rest[:-1]
+    json.loads(params)
+    return params
+
+
+# --- checks of an answer ------------------------------------------------------------------------
+
+
+def error_of(reply: Any, code: int, request_id: Any) -> dict[str, Any]:
+    """The error object of `reply`, after checking it is a proper error response."""
+    assert isinstance(reply, dict), reply
+    assert set(reply) == {"jsonrpc", "id", "error"}, reply
+    assert reply["jsonrpc"] == "2.0"
+    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
+    error = reply["error"]
+    assert error["code"] == code, reply
+    assert isinstance(error["message"], str) and error["message"], reply
+    assert isinstance(error.get("data", {}), dict), reply
+    return dict(error)
+
+
+def result_of(reply: Any, request_id: Any) -> Any:
+    """The result of `reply`, after checking it is a proper result response."""
+    assert isinstance(reply, dict), reply
+    assert set(reply) == {"jsonrpc", "id", "result"}, reply
+    assert reply["jsonrpc"] == "2.0"
+    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
+    return reply["result"]

@@ -11,63 +11,31 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from backends import payloads
 from daemon import Daemon
-from events import init, line, notification, prompt, vectors
+from events import (
+    as_request,
+    error_of,
+    init,
+    line,
+    params_text,
+    prompt,
+    result_of,
+    rpc,
+    stored_form,
+    tool_result,
+    vectors,
+)
 
 T = "2026-06-07T14:03:21Z"
 
 
-# --- builders and checks ---------------------------------------------------------------------
-
-
-def tool_result(session_id: str, timestamp: str, result: Any = None) -> dict[str, Any]:
-    return notification(
-        "tool.result",
-        session_id=session_id,
-        turn_id="t1",
-        result={"Ok": "done"} if result is None else result,
-        tool_call_id="c1",
-        timestamp=timestamp,
-    )
-
-
-def as_request(message: dict[str, Any], request_id: Any) -> dict[str, Any]:
-    return {**message, "id": request_id}
-
-
-def rpc(method: str, params: Any = None, request_id: Any = "r") -> dict[str, Any]:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-    if params is not None:
-        message["params"] = params
-    return message
-
-
-def error_of(reply: Any, code: int, request_id: Any) -> dict[str, Any]:
-    """The error object of `reply`, after checking it is a proper error response."""
-    assert isinstance(reply, dict), reply
-    assert set(reply) == {"jsonrpc", "id", "error"}, reply
-    assert reply["jsonrpc"] == "2.0"
-    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
-    error = reply["error"]
-    assert error["code"] == code, reply
-    assert isinstance(error["message"], str) and error["message"], reply
-    assert isinstance(error.get("data", {}), dict), reply
-    return dict(error)
-
-
-def result_of(reply: Any, request_id: Any) -> Any:
-    assert isinstance(reply, dict), reply
-    assert set(reply) == {"jsonrpc", "id", "result"}, reply
-    assert reply["jsonrpc"] == "2.0"
-    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
-    return reply["result"]
+# --- checks over the real pipes ------------------------------------------------------------
 
 
 _fences = itertools.count(1)
@@ -84,32 +52,6 @@ def fence(daemon: Daemon) -> None:
 def stdout_ends(daemon: Daemon) -> None:
     with pytest.raises(AssertionError, match="stdout closed"):
         daemon.read_line(timeout=5)
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    connection = sqlite3.connect(db)
-    connection.text_factory = bytes
-    try:
-        return list(connection.execute(sql))
-    finally:
-        connection.close()
-
-
-def payloads(db: Path) -> list[bytes]:
-    return [row[0] for row in query(db, "SELECT payload FROM events ORDER BY id")]
-
-
-def stored_form(method: str, params: bytes) -> bytes:
-    return b'{"jsonrpc":"2.0","method":"' + method.encode() + b'","params":' + params + b"}"
-
-
-def params_text(vector: bytes) -> bytes:
-    """The bytes of `params` in a compact vector line whose last key is `params`."""
-    head, _, rest = vector.partition(b',"params":')
-    assert rest.endswith(b"}") and head.startswith(b"{")
-    params = rest[:-1]
-    json.loads(params)
-    return params
 
 
 # --- 1. framing: lines over, at and far past the maximum ------------------------------------------

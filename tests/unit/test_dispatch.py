@@ -9,126 +9,42 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, closing
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
-from events import USAGE_TOKENS, init, line, notification, prompt, stop, vectors
+from backends import payloads
+from events import (
+    USAGE_TOKENS,
+    as_request,
+    changed,
+    error_of,
+    init,
+    line,
+    notification,
+    params_text,
+    prompt,
+    result_of,
+    rpc,
+    stop,
+    stored_form,
+    tool_call,
+    tool_result,
+    vectors,
+)
+from wire import WAIT_S, Wire, encode, resolve, running
 
 from sidecar.config import Settings
-from sidecar.core import Core, compose
-from sidecar.dispatch import Reply
-from sidecar.framing import LineSplitter, Oversize
-from sidecar.store.base import Event, Rejected, SessionQuery, Store, StoreFailure
+from sidecar.framing import Oversize
+from sidecar.store.base import Event, Rejected, SessionQuery, StoreFailure
 from sidecar.store.memory import MemoryStore
 from sidecar.store.sqlite import SqliteStore
 
-WAIT_S = 10.0
 T = "2026-06-07T14:03:21Z"
 
 
-# --- the daemon's read loop, in-process ----------------------------------------------------------
-
-
-async def resolve(reply: Reply) -> bytes | None:
-    """The line the daemon writes for `reply` (server.py `_answer`), waited for at most WAIT_S."""
-    if reply is None or isinstance(reply, bytes):
-        return reply
-    async with asyncio.timeout(WAIT_S):
-        return await reply
-
-
-def encode(message: Any) -> bytes:
-    """A message as one compact line without its newline; bytes are sent as they are."""
-    if isinstance(message, bytes):
-        return message
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class Lines:
-    """Where subscriptions write, standing in for stdout."""
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-
-    def write_line(self, line: bytes) -> None:
-        self.lines.append(line)
-
-    @property
-    def pending_bytes(self) -> int:
-        return 0
-
-
-class Wire:
-    """A composed core, fed lines as the daemon's read loop feeds them."""
-
-    def __init__(self, core: Core, settings: Settings) -> None:
-        self.core = core
-        self.store = core.store
-        self.settings = settings
-
-    def handle(self, message: Any) -> Reply:
-        return self.core.dispatcher.handle_line(encode(message))
-
-    async def answer(self, message: Any) -> Any:
-        """The decoded answer to one line; fails if there is none."""
-        reply = await resolve(self.handle(message))
-        assert reply is not None, f"no answer to {message!r}"
-        return json.loads(reply)
-
-    async def silent(self, *messages: Any) -> None:
-        """Send each message; none may be answered."""
-        for message in messages:
-            reply = await resolve(self.handle(message))
-            assert reply is None, reply
-
-    async def feed(self, data: bytes) -> list[Any]:
-        """The answers to `data`, split into lines as the daemon splits stdin, in order."""
-        splitter = LineSplitter(self.settings.max_line_bytes)
-        answers = []
-        for piece in [*splitter.feed(data), *splitter.finish()]:
-            reply = await resolve(self.core.dispatcher.handle_line(piece))
-            if reply is not None:
-                answers.append(json.loads(reply))
-        return answers
-
-    async def result(self, method: str, params: Any = None) -> Any:
-        return result_of(await self.answer(rpc(method, params, "result")), "result")
-
-    async def quarantine(self) -> list[tuple[bytes, str]]:
-        """(line, reason) of every quarantined line, read back from the store itself."""
-        async with asyncio.timeout(WAIT_S):
-            await self.core.ingest.drain()
-        if isinstance(self.store, MemoryStore):
-            return [(kept.line, kept.reason) for kept in self.store.quarantine]
-        assert isinstance(self.store, SqliteStore)
-        rows = query(Path(self.store.location), "SELECT line, reason FROM quarantine ORDER BY id")
-        return [(bytes(kept), reason.decode()) for kept, reason in rows]
-
-    async def stored(self) -> list[bytes]:
-        """The payload of every committed event, in seq order."""
-        async with asyncio.timeout(WAIT_S):
-            await self.core.ingest.drain()
-            page = await self.store.events_after(0, 1_000_000)
-        return [event.payload for _, event in page.events]
-
-
-@asynccontextmanager
-async def running(store: Store, settings: Settings | None = None) -> AsyncIterator[Wire]:
-    settings = settings or Settings(backend=store.backend)
-    await store.open()
-    core = compose(store, settings, output=Lines())
-    core.ingest.start()
-    try:
-        yield Wire(core, settings)
-    finally:
-        try:
-            assert await core.ingest.close(WAIT_S) == [], "events left unstored"
-            if core.hub is not None:
-                await core.hub.close()
-        finally:
-            await store.close()
+# --- stores of our own --------------------------------------------------------------------------------
 
 
 class FaultyStore(MemoryStore):
@@ -152,25 +68,6 @@ class FaultyStore(MemoryStore):
 
 
 @pytest.fixture
-async def wire() -> AsyncIterator[Wire]:
-    async with running(MemoryStore()) as running_wire:
-        yield running_wire
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def any_wire(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Wire]:
-    """The dispatcher over each store whose quarantine can be read back."""
-    store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "sessions.db")
-    async with running(store) as running_wire:
-        yield running_wire
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "sessions.db"
-
-
-@pytest.fixture
 async def sqlite_wire(db: Path) -> AsyncIterator[Wire]:
     async with running(SqliteStore(db)) as running_wire:
         yield running_wire
@@ -184,35 +81,12 @@ async def faulty() -> AsyncIterator[tuple[Wire, FaultyStore]]:
         store.refusing = store.broken = False  # what is queued is stored before the end
 
 
-# --- builders and checks ---------------------------------------------------------------------------
+# --- builders only this module uses -------------------------------------------------------------------
 
 
 def delta(session_id: str, timestamp: str, text: str = "Hel", kind: str = "Text") -> dict[str, Any]:
     return notification(
         "stream.delta", session_id=session_id, turn_id="t1", delta=text, delta_type=kind, timestamp=timestamp
-    )
-
-
-def tool_call(session_id: str, timestamp: str, **input: Any) -> dict[str, Any]:
-    return notification(
-        "tool.call",
-        session_id=session_id,
-        turn_id="t1",
-        name="read",
-        input=input,
-        tool_call_id="c1",
-        timestamp=timestamp,
-    )
-
-
-def tool_result(session_id: str, timestamp: str, result: Any = None) -> dict[str, Any]:
-    return notification(
-        "tool.result",
-        session_id=session_id,
-        turn_id="t1",
-        result={"Ok": "done"} if result is None else result,
-        tool_call_id="c1",
-        timestamp=timestamp,
     )
 
 
@@ -227,68 +101,8 @@ def task(session_id: str, timestamp: str, status: str = "Done") -> dict[str, Any
     )
 
 
-def changed(message: dict[str, Any], **params: Any) -> dict[str, Any]:
-    return {**message, "params": {**message["params"], **params}}
-
-
 def without(message: dict[str, Any], key: str) -> dict[str, Any]:
     return {**message, "params": {k: v for k, v in message["params"].items() if k != key}}
-
-
-def as_request(message: dict[str, Any], request_id: Any) -> dict[str, Any]:
-    return {**message, "id": request_id}
-
-
-def rpc(method: str, params: Any = None, request_id: Any = "r") -> dict[str, Any]:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-    if params is not None:
-        message["params"] = params
-    return message
-
-
-def error_of(reply: Any, code: int, request_id: Any) -> dict[str, Any]:
-    """The error object of `reply`, after checking it is a proper error response."""
-    assert isinstance(reply, dict), reply
-    assert set(reply) == {"jsonrpc", "id", "error"}, reply
-    assert reply["jsonrpc"] == "2.0"
-    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
-    error = reply["error"]
-    assert error["code"] == code, reply
-    assert isinstance(error["message"], str) and error["message"], reply
-    assert isinstance(error.get("data", {}), dict), reply
-    return dict(error)
-
-
-def result_of(reply: Any, request_id: Any) -> Any:
-    assert isinstance(reply, dict), reply
-    assert set(reply) == {"jsonrpc", "id", "result"}, reply
-    assert reply["jsonrpc"] == "2.0"
-    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
-    return reply["result"]
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    """Rows read by a connection of our own, as another process would read the file."""
-    with closing(sqlite3.connect(db)) as connection:
-        connection.text_factory = bytes
-        return list(connection.execute(sql))
-
-
-def payloads(db: Path) -> list[bytes]:
-    return [row[0] for row in query(db, "SELECT payload FROM events ORDER BY id")]
-
-
-def stored_form(method: str, params: bytes) -> bytes:
-    return b'{"jsonrpc":"2.0","method":"' + method.encode() + b'","params":' + params + b"}"
-
-
-def params_text(vector: bytes) -> bytes:
-    """The bytes of `params` in a compact vector line whose last key is `params`."""
-    head, _, rest = vector.partition(b',"params":')
-    assert rest.endswith(b"}") and head.startswith(b"{")
-    params = rest[:-1]
-    json.loads(params)
-    return params
 
 
 # --- -32700 and -32600: lines that are not messages ----------------------------------------------
@@ -362,7 +176,7 @@ async def test_a_message_without_an_id_is_a_notification_and_one_with_a_null_id_
     wire: Wire,
 ) -> None:
     unknown = {"jsonrpc": "2.0", "method": "storage.frobnicate"}
-    await wire.silent(unknown)
+    await wire.send(unknown)
     error_of(await wire.answer({**unknown, "id": None}), -32601, None)
     ((kept, reason),) = await wire.quarantine()
     assert kept == encode(unknown) and "-32601" in reason
@@ -447,7 +261,7 @@ async def test_a_line_over_the_maximum_is_answered_message_too_large_with_null_i
 
 
 async def test_after_a_line_over_the_maximum_the_next_line_is_handled() -> None:
-    async with running(MemoryStore(), Settings(backend="memory", max_line_bytes=1000)) as wire:
+    async with running(MemoryStore(), settings=Settings(backend="memory", max_line_bytes=1000)) as wire:
         big = line(as_request(prompt("big", T, text="x" * 1000), "big"))
         small = line(as_request(prompt("small", T), "small"))
         first, second = await wire.feed(big + b"\n" + small + b"\n")
@@ -462,7 +276,7 @@ async def test_after_a_line_over_the_maximum_the_next_line_is_handled() -> None:
 async def test_an_event_the_store_cannot_take_is_answered_storage_unavailable_and_stored_after_recovery(
     sqlite_wire: Wire, db: Path
 ) -> None:
-    await sqlite_wire.silent(init("s"))
+    await sqlite_wire.send(init("s"))
     assert await sqlite_wire.result("storage.flush") == {"seq": 1}
     with closing(sqlite3.connect(db, isolation_level=None)) as other:
         other.execute(
@@ -495,7 +309,7 @@ async def test_while_the_store_refuses_writes_reads_fail_but_info_and_stats_answ
 ) -> None:
     wire, store = faulty
     store.refusing = True
-    await wire.silent(init("s"))
+    await wire.send(init("s"))
     error_of(await wire.answer(rpc("storage.get_session", ["s"], "g")), -32001, "g")
     error_of(await wire.answer(rpc("storage.flush", request_id="f")), -32001, "f")
     assert (await wire.result("storage.info"))["backend"] == "memory"
@@ -526,7 +340,7 @@ async def test_a_notification_that_hits_a_bug_is_not_answered_but_quarantined(
     wire, store = faulty
     store.broken = True
     notice = {"jsonrpc": "2.0", "method": "storage.get_session", "params": ["s"]}
-    await wire.silent(notice)
+    await wire.send(notice)
     store.broken = False
     ((kept, reason),) = await wire.quarantine()
     assert kept == encode(notice) and "-32603" in reason
@@ -599,7 +413,7 @@ async def test_a_batch_mixing_notifications_and_requests_answers_only_the_reques
 
 
 async def test_a_batch_of_only_notifications_is_not_answered_and_stores_every_event(wire: Wire) -> None:
-    await wire.silent([init("n"), prompt("n", "2026-06-07T14:03:22Z"), stop("n", "2026-06-07T14:03:23Z")])
+    await wire.send([init("n"), prompt("n", "2026-06-07T14:03:22Z"), stop("n", "2026-06-07T14:03:23Z")])
     events = await wire.result("storage.get_session", {"session_id": "n"})
     assert [e["method"] for e in events] == ["session.init", "user.prompt.submit", "session.stop"]
 
@@ -659,7 +473,7 @@ BAD_NOTIFICATIONS = [
 async def test_an_invalid_notification_is_not_answered_but_quarantined_with_the_raw_line_and_a_reason(
     any_wire: Wire, raw: bytes, hint: str
 ) -> None:
-    await any_wire.silent(init("q"), raw, prompt("q", "2026-06-07T14:03:22Z"))
+    await any_wire.send(init("q"), raw, prompt("q", "2026-06-07T14:03:22Z"))
     stats = await any_wire.result("storage.stats")
     assert (stats["rejected"], stats["errors"], stats["persisted"]) == (1, 0, 2)
     ((kept, reason),) = await any_wire.quarantine()
@@ -669,7 +483,7 @@ async def test_an_invalid_notification_is_not_answered_but_quarantined_with_the_
 
 
 async def test_a_valid_storage_request_sent_as_a_notification_is_not_answered(wire: Wire) -> None:
-    await wire.silent(
+    await wire.send(
         {"jsonrpc": "2.0", "method": "storage.get_session", "params": {"session_id": "s"}},
         {"jsonrpc": "2.0", "method": "storage.info"},
         {"jsonrpc": "2.0", "method": "storage.stats"},
@@ -680,7 +494,7 @@ async def test_a_valid_storage_request_sent_as_a_notification_is_not_answered(wi
 
 async def test_storage_flush_as_a_notification_commits_silently(sqlite_wire: Wire, db: Path) -> None:
     sent = [prompt("fl", f"2026-06-07T14:03:21.{i:09d}Z") for i in range(50)]
-    await sqlite_wire.silent(*sent, {"jsonrpc": "2.0", "method": "storage.flush"})
+    await sqlite_wire.send(*sent, {"jsonrpc": "2.0", "method": "storage.flush"})
     assert payloads(db) == [line(event) for event in sent]
 
 
@@ -697,7 +511,7 @@ RESPONSE_OBJECTS = [
 async def test_a_response_object_is_ignored_not_answered_not_quarantined_not_counted_as_error(
     any_wire: Wire, raw: bytes
 ) -> None:
-    await any_wire.silent(raw)
+    await any_wire.send(raw)
     stats = await any_wire.result("storage.stats")
     assert (stats["rejected"], stats["errors"], stats["persisted"]) == (0, 0, 0)
     assert await any_wire.quarantine() == []
@@ -736,7 +550,7 @@ async def test_events_sent_as_requests_are_answered_with_session_and_increasing_
         {"session_id": "b", "seq": 3},
         {"session_id": "a", "seq": 4},
     ]
-    await wire.silent(prompt("b", "2026-06-07T14:03:24Z"))
+    await wire.send(prompt("b", "2026-06-07T14:03:24Z"))
     assert await wire.result("storage.flush") == {"seq": 5}
 
 
@@ -753,7 +567,7 @@ async def test_an_acknowledged_event_is_answered_only_once_committed_with_its_se
 
 async def test_get_session_right_after_notifications_sees_every_one_of_them(wire: Wire) -> None:
     sent = [prompt("rw", f"2026-06-07T14:03:21.{i:09d}Z", text=str(i)) for i in range(300)]
-    await wire.silent(*sent)
+    await wire.send(*sent)
     assert await wire.result("storage.get_session", {"session_id": "rw"}) == sent
     assert await wire.result("storage.flush") == {"seq": 300}
 
@@ -819,7 +633,7 @@ EXACT_PARAMS = [
 async def test_params_are_stored_exactly_as_received_whatever_their_spelling(
     sqlite_wire: Wire, db: Path, method: str, params: bytes
 ) -> None:
-    await sqlite_wire.silent(stored_form(method, params))
+    await sqlite_wire.send(stored_form(method, params))
     (event,) = await sqlite_wire.result("storage.get_session", {"session_id": "w"})
     assert event == {"jsonrpc": "2.0", "method": method, "params": json.loads(params)}
     assert payloads(db) == [stored_form(method, params)]

@@ -6,28 +6,35 @@ the subscription methods' params. Events go in through the dispatcher, as on the
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from events import USAGE_CHARS, init, notification, prompt, stop
+from events import (
+    USAGE_CHARS,
+    changed,
+    error_of,
+    fork,
+    init,
+    notification,
+    prompt,
+    response,
+    stop,
+    tool_call,
+    tool_result,
+)
+from wire import WAIT_S, Wire, running
 
-from sidecar.config import Settings
-from sidecar.core import Core, compose
-from sidecar.dispatch import Reply
+from sidecar.core import Core
 from sidecar.handlers import ForkParams, ListSessionsParams, NoParams, SearchParams, SessionParams
 from sidecar.protocol import InvalidParams, SessionNotFound
-from sidecar.store.base import SearchHit, SessionSummary, Store
+from sidecar.store.base import SearchHit, SessionSummary
 from sidecar.store.memory import MemoryStore
-from sidecar.store.sqlite import SqliteStore
 
-WAIT_S = 10.0
 Result = TypeVar("Result")
 EVENT_METHODS = {
     "session.init",
@@ -56,105 +63,13 @@ STORAGE_METHODS = {
 SUBSCRIPTION_METHODS = {"storage.subscribe", "storage.unsubscribe"}
 
 
-# --- a composed core, fed as the daemon feeds it ------------------------------------------------
+# --- waits and builders only this module uses ---------------------------------------------------
 
 
 async def within(awaitable: Awaitable[Result]) -> Result:
     """What a handler returns, waited for at most WAIT_S."""
     async with asyncio.timeout(WAIT_S):
         return await awaitable
-
-
-async def resolve(reply: Reply) -> bytes | None:
-    """The line the daemon writes for `reply` (server.py `_answer`), waited for at most WAIT_S."""
-    if reply is None or isinstance(reply, bytes):
-        return reply
-    async with asyncio.timeout(WAIT_S):
-        return await reply
-
-
-class Lines:
-    """Where subscriptions write, standing in for stdout."""
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-
-    def write_line(self, line: bytes) -> None:
-        self.lines.append(line)
-
-    @property
-    def pending_bytes(self) -> int:
-        return 0
-
-
-class Wire:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.handlers = core.handlers
-
-    async def send(self, *messages: dict[str, Any]) -> None:
-        """Messages that get no answer (events sent as notifications)."""
-        for message in messages:
-            reply = await resolve(self.core.dispatcher.handle_line(encode(message)))
-            assert reply is None, reply
-
-    async def request(self, method: str, params: Any = None, request_id: Any = "r") -> Any:
-        """The whole decoded response to one request."""
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        reply = await resolve(self.core.dispatcher.handle_line(encode(message)))
-        assert reply is not None, f"no answer to {message!r}"
-        return json.loads(reply)
-
-    async def result(self, method: str, params: Any = None) -> Any:
-        return result_of(await self.request(method, params), "r")
-
-    async def invalid_field(self, method: str, params: Any) -> str:
-        """The field a -32602 answer to `method` names."""
-        error = error_of(await self.request(method, params, "bad"), -32602, "bad")
-        assert isinstance(error["data"]["reason"], str) and error["data"]["reason"], error
-        return str(error["data"]["field"])
-
-
-@asynccontextmanager
-async def running(
-    store: Store, *, output: bool = True, request_shutdown: Callable[[], None] = lambda: None
-) -> AsyncIterator[Wire]:
-    await store.open()
-    settings = Settings(backend=store.backend)
-    core = compose(store, settings, output=Lines() if output else None, request_shutdown=request_shutdown)
-    core.ingest.start()
-    try:
-        yield Wire(core)
-    finally:
-        try:
-            assert await core.ingest.close(WAIT_S) == [], "events left unstored"
-            if core.hub is not None:
-                await core.hub.close()
-        finally:
-            await store.close()
-
-
-@pytest.fixture
-async def wire() -> AsyncIterator[Wire]:
-    async with running(MemoryStore()) as running_wire:
-        yield running_wire
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def any_wire(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Wire]:
-    """Each in-process store: the handlers answer the same over both."""
-    store: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "sessions.db")
-    async with running(store) as running_wire:
-        yield running_wire
-
-
-# --- builders and checks ---------------------------------------------------------------------------
-
-
-def encode(message: Any) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def ts(second: int) -> str:
@@ -166,29 +81,6 @@ def past(second: int) -> str:
     return f"2020-01-01T00:00:{second:02d}Z"
 
 
-def tool_call(session_id: str, timestamp: str, method: str = "tool.call", **input: Any) -> dict[str, Any]:
-    return notification(
-        method,
-        session_id=session_id,
-        turn_id="t1",
-        name="read",
-        input=input,
-        tool_call_id="c1",
-        timestamp=timestamp,
-    )
-
-
-def tool_result(session_id: str, timestamp: str, text: str = "done") -> dict[str, Any]:
-    return notification(
-        "tool.result",
-        session_id=session_id,
-        turn_id="t1",
-        result={"Ok": text},
-        tool_call_id="c1",
-        timestamp=timestamp,
-    )
-
-
 def answer(session_id: str, timestamp: str) -> dict[str, Any]:
     return notification(
         "assistant.response",
@@ -197,46 +89,6 @@ def answer(session_id: str, timestamp: str) -> dict[str, Any]:
         content=[{"text": "ok"}],
         timestamp=timestamp,
     )
-
-
-def full_text(session_id: str, timestamp: str, text: str) -> dict[str, Any]:
-    return notification(
-        "assistant.response",
-        session_id=session_id,
-        turn_id="t1",
-        full_text=text,
-        tool_calls=None,
-        timestamp=timestamp,
-    )
-
-
-def fork(session_id: str, parent: str, timestamp: str) -> dict[str, Any]:
-    return notification("session.fork", session_id=session_id, parent_session_id=parent, timestamp=timestamp)
-
-
-def changed(message: dict[str, Any], **params: Any) -> dict[str, Any]:
-    return {**message, "params": {**message["params"], **params}}
-
-
-def error_of(reply: Any, code: int, request_id: Any) -> dict[str, Any]:
-    """The error object of `reply`, after checking it is a proper error response."""
-    assert isinstance(reply, dict), reply
-    assert set(reply) == {"jsonrpc", "id", "error"}, reply
-    assert reply["jsonrpc"] == "2.0"
-    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
-    error = reply["error"]
-    assert error["code"] == code, reply
-    assert isinstance(error["message"], str) and error["message"], reply
-    assert isinstance(error.get("data", {}), dict), reply
-    return dict(error)
-
-
-def result_of(reply: Any, request_id: Any) -> Any:
-    assert isinstance(reply, dict), reply
-    assert set(reply) == {"jsonrpc", "id", "result"}, reply
-    assert reply["jsonrpc"] == "2.0"
-    assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
-    return reply["result"]
 
 
 # --- storage.get_session -------------------------------------------------------------------------------
@@ -555,14 +407,14 @@ async def searchable(wire: Wire) -> None:
     await wire.send(
         init("old", "2026-06-07T14:00:00Z"),
         prompt("old", "2026-06-07T14:00:01Z", text="Refactor the parser please, it's slow"),
-        full_text(
+        response(
             "old",
             "2026-06-07T14:00:02Z",
             "The parser's hot loop is in parse_expr; I rewrote the Parser tokenizer.",
         ),
         stop("old", "2026-06-07T14:00:03Z", result="parser done"),
         tool_call("other", "2026-06-07T15:00:00Z", path="parser"),
-        tool_result("other", "2026-06-07T15:00:01Z", text="the parser is fine"),
+        tool_result("other", "2026-06-07T15:00:01Z", {"Ok": "the parser is fine"}),
     )
 
 

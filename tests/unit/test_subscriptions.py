@@ -263,13 +263,18 @@ async def commit_in(store: Store, hub: Hub, events: list[Event], per_commit: int
         await commit(store, hub, events[start : start + per_commit])
 
 
+async def unread(hub_of: HubOf, pipe: Pipe, after: int | None = None, **options: Any) -> tuple[Hub, int]:
+    """A hub of LIMITS and one subscription to it, on an output nobody reads."""
+    hub = hub_of(**LIMITS)
+    pipe.stop_reading()
+    return hub, await subscribe(hub, after, **options)
+
+
 @pytest.mark.parametrize("per_commit", BATCHINGS.values(), ids=BATCHINGS.keys())
 async def test_a_full_subscription_max_behind_events_behind_has_not_lagged(
     store: Store, hub_of: HubOf, pipe: Pipe, per_commit: int
 ) -> None:
-    hub = hub_of(**LIMITS)
-    pipe.stop_reading()
-    sub = await subscribe(hub)
+    hub, sub = await unread(hub_of, pipe)
     await commit_in(store, hub, prompts(1, QUEUE + MAX_BEHIND), per_commit)
     assert pipe.notes == []
     pipe.read_on(hub)
@@ -282,9 +287,7 @@ async def test_a_full_subscription_max_behind_events_behind_has_not_lagged(
 async def test_a_full_subscription_more_than_max_behind_events_behind_has_lagged(
     store: Store, hub_of: HubOf, pipe: Pipe, per_commit: int
 ) -> None:
-    hub = hub_of(**LIMITS)
-    pipe.stop_reading()
-    sub = await subscribe(hub)
+    hub, sub = await unread(hub_of, pipe)
     await commit_in(store, hub, prompts(1, QUEUE + MAX_BEHIND + 1), per_commit)
     assert pipe.notes == [("lagged", sub, 0)]  # told once, with the last seq it was sent
     assert hub.unsubscribe(sub) is False  # and it has ended
@@ -307,9 +310,7 @@ async def test_a_replay_lags_only_for_events_committed_after_it_subscribed(
     store: Store, hub_of: HubOf, pipe: Pipe
 ) -> None:
     await store.write(prompts(1, 5 * MAX_BEHIND), [])  # history it asked for, far behind
-    hub = hub_of(**LIMITS)
-    pipe.stop_reading()
-    sub = await subscribe(hub, after=0)
+    hub, sub = await unread(hub_of, pipe, after=0)
     await commit(store, hub, prompts(5 * MAX_BEHIND + 1, MAX_BEHIND))
     assert pipe.notes == []
     await commit(store, hub, prompts(6 * MAX_BEHIND + 1, 1))
@@ -317,9 +318,7 @@ async def test_a_replay_lags_only_for_events_committed_after_it_subscribed(
 
 
 async def test_a_subscription_that_pauses_never_lags(store: Store, hub_of: HubOf, pipe: Pipe) -> None:
-    hub = hub_of(**LIMITS)
-    pipe.stop_reading()
-    sub = await subscribe(hub, pause=True)
+    hub, sub = await unread(hub_of, pipe, pause=True)
     total = QUEUE + 3 * MAX_BEHIND
     await commit_in(store, hub, prompts(1, total), 5)
     assert pipe.notes == []

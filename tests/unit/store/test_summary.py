@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from events import USAGE_CHARS, init, line, notification, prompt, response, stop
+from events import USAGE_CHARS, fork, init, line, notification, prompt, response, stop
 
 from sidecar.events import stored_keys
 from sidecar.store.base import Event, ListQuery
@@ -19,10 +19,6 @@ def event(message: dict[str, Any]) -> Event:
     keys = stored_keys(payload)
     assert keys is not None
     return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
-
-
-def fork(session_id: str, parent: str, timestamp: str) -> dict[str, Any]:
-    return notification("session.fork", session_id=session_id, parent_session_id=parent, timestamp=timestamp)
 
 
 def init_with(session_id: str, timestamp: str, model: str, provider: str) -> dict[str, Any]:
