@@ -35,7 +35,10 @@ class Settings(msgspec.Struct, kw_only=True):
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     busy_timeout_ms: int = 5000
     # Backpressure bounds: past them the daemon stops reading stdin until they drain.
+    # What is pending is held in memory (with the batch being committed): at the usual
+    # ~400-byte event the two bounds meet near 20,000 events (~15 MB of Python objects);
+    # the bytes bound keeps a flood of large events from holding more (bench/README.md).
     max_pending_events: int = 20_000
-    max_pending_bytes: int = 64 * 1024 * 1024
+    max_pending_bytes: int = 8 * 1024 * 1024
     max_output_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
