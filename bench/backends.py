@@ -91,7 +91,7 @@ def main() -> None:
     print(f"ingest: {n} events ({len(data) / 1e6:.0f} MB), {repeat} alternating runs each")
     seconds: dict[str, list[float]] = {name: [] for name in ("raw", *BACKENDS)}
     for _ in range(repeat):
-        seconds["raw"].append(raw_ingest(rows))
+        seconds["raw"].append(raw_ingest(rows).wall_s)
         for backend in BACKENDS:
             seconds[backend].append(ingest(backend, data, n))
     raw_rate = n / median(seconds["raw"])

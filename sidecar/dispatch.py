@@ -18,7 +18,7 @@ import msgspec
 from sidecar import protocol
 from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event, describe
 from sidecar.framing import Oversize
-from sidecar.handlers import EncodedArray, Handlers, Method
+from sidecar.handlers import EncodedElements, Handlers, Method
 from sidecar.ingest import Ingest
 from sidecar.protocol import (
     Envelope,
@@ -36,7 +36,13 @@ from sidecar.store.base import Event, Rejected, StoreFailure
 log = logging.getLogger("sidecar")
 
 # The stored event: the envelope rebuilt compactly around `params` exactly as received.
-_PAYLOAD_HEAD = {m: b'{"jsonrpc":"2.0","method":"' + m.encode() + b'","params":' for m in EVENT_METHODS}
+_STORED_HEAD = b'{"jsonrpc":"2.0","method":"'
+_PAYLOAD_HEAD = {m: _STORED_HEAD + m.encode() + b'","params":' for m in EVENT_METHODS}
+# A notification already in that form, with nothing else in it (as the runtime writes them),
+# takes a shorter path: its params are validated where they are and the line itself is the
+# payload, byte for byte what the rebuild would give, with no envelope decode and no copy.
+_PARAMS_KEY = b'","params":{'  # no space before the brace: the rebuild would drop it
+_METHOD_NAMES = {m.encode(): m for m in EVENT_METHODS}
 
 # What a line gives back: nothing; a response line now; a Future of the line, for answers
 # that wait on a commit (the reader goes on meanwhile); or a coroutine the reader awaits
@@ -78,6 +84,8 @@ class Dispatcher:
             except UnicodeDecodeError as exc:
                 self.stats.received += 1
                 return self._unreadable(line, ParseError(f"not valid UTF-8: {exc.reason}"))
+        if line.startswith(_STORED_HEAD) and line.endswith(b"}}") and self._stored_form(line):
+            return None
         first = line[:1]
         if first in b" \t":
             first = line.lstrip()[:1]
@@ -91,6 +99,28 @@ class Dispatcher:
         except (msgspec.DecodeError, RecursionError) as exc:
             return self._unreadable(line, ParseError(str(exc)))
         return self._message(envelope, line)
+
+    def _stored_form(self, line: bytes) -> bool:
+        """Queue a notification that is already its own stored payload.
+
+        False, having done nothing, if the line is not exactly
+        `{"jsonrpc":"2.0","method":"<event method>","params":{...}}` or its params fail:
+        the general path then treats it, and answers or quarantines it as for any line.
+        """
+        start = len(_STORED_HEAD)
+        end = line.find(_PARAMS_KEY, start)
+        method = _METHOD_NAMES.get(line[start:end]) if end > 0 else None
+        if method is None:
+            return False
+        # The rest is the params up to the closing brace: if they decode as one JSON object
+        # with nothing after it, the envelope decode would give exactly these bytes.
+        try:
+            event, instant = decode_event(method, line[end + len(_PARAMS_KEY) - 1 : -1])
+        except InvalidEvent:
+            return False
+        self.stats.received += 1
+        self.ingest.add(Event(event.session_id, line, instant, method))
+        return True
 
     async def _batch(self, line: bytes) -> bytes | None:
         try:
@@ -164,8 +194,8 @@ class Dispatcher:
             return self._failed(raw, internal, request_id, is_request)
         if not is_request:
             return None
-        if isinstance(result, EncodedArray):
-            return protocol.array_result_response(request_id, result)
+        if isinstance(result, EncodedElements):
+            return protocol.elements_result_response(request_id, result)
         return protocol.result_response(request_id, result)
 
     def _event(self, method: str, params: msgspec.Raw, request_id: Any, is_request: bool) -> Reply:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 from sidecar.store.base import Event, Rejected, Store, StoreFailure
 
@@ -25,6 +27,8 @@ class Ingest:
         self.store = store
         self._max_events = max_pending_events
         self._max_bytes = max_pending_bytes
+        self._batch_events = max(1, max_pending_events // 2)
+        self._batch_bytes = max(1, max_pending_bytes // 2)
         self._events: list[Event] = []
         self._acks: list[tuple[int, asyncio.Future[int]]] = []  # (index in _events, its seq)
         self._rejected: list[Rejected] = []
@@ -132,9 +136,7 @@ class Ingest:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._events or self._rejected:
-                events, acks, rejected = self._events, self._acks, self._rejected
-                self._events, self._acks, self._rejected = [], [], []
-                size, self._queued_bytes = self._queued_bytes, 0
+                events, acks, rejected, size = self._take()
                 self._in_flight, self._writing = len(events), True
                 failure: StoreFailure | None = None
                 try:
@@ -163,6 +165,30 @@ class Ingest:
                 failures = 0
                 self._committed(events, acks, size, seqs)
             self._notify_settled()
+
+    def _take(self) -> tuple[list[Event], list[tuple[int, asyncio.Future[int]]], list[Rejected], int]:
+        """The next batch and its bytes: everything queued, up to half the bounds.
+
+        Events being committed count toward the bounds; a batch that took all of them
+        would stop the reader for the whole commit, and the next batch would hold only
+        what arrived meanwhile. Half of them leaves the other half to fill during a commit.
+        """
+        events, acks, rejected = self._events, self._acks, self._rejected
+        count = len(events)
+        if count > self._batch_events or self._queued_bytes > self._batch_bytes:
+            sizes = list(accumulate(len(event.payload) for event in events[: self._batch_events]))
+            count = max(1, bisect_right(sizes, self._batch_bytes))
+        if count == len(events):
+            self._events, self._acks, self._rejected = [], [], []
+            size, self._queued_bytes = self._queued_bytes, 0
+            return events, acks, rejected, size
+        self._events = events[count:]
+        self._acks = [(index - count, ack) for index, ack in acks if index >= count]
+        self._rejected = []
+        events = events[:count]
+        size = sum(len(event.payload) for event in events) + sum(len(r.line) for r in rejected)
+        self._queued_bytes -= size
+        return events, [(index, ack) for index, ack in acks if index < count], rejected, size
 
     async def _backoff(self, delay: float) -> None:
         self._retry_now.clear()

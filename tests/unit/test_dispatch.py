@@ -646,3 +646,82 @@ async def test_a_spaced_and_reordered_envelope_is_stored_compactly_around_the_ex
     raw = b'{ "params" :  ' + params + b' ,\t"id" : 5, "method" : "user.prompt.submit", "jsonrpc" : "2.0" } '
     assert result_of(await sqlite_wire.answer(raw), 5) == {"session_id": "w", "seq": 1}
     assert payloads(db) == [stored_form("user.prompt.submit", params)]
+
+
+# --- a line already in its stored form takes a shorter path, with the same outcome ----------------------
+
+
+def variants(vector: bytes) -> list[bytes]:
+    """A vector in stored form and lines near it: valid, invalid, or not quite that form."""
+    message = json.loads(vector)
+    method, params = message["method"], params_text(vector)
+    head = b'{"jsonrpc":"2.0","method":"' + method.encode() + b'","params":'
+    no_session = {key: value for key, value in message["params"].items() if key != "session_id"}
+    return [
+        vector,
+        vector + b"\r",
+        stored_form(method, line(no_session)),  # invalid params
+        stored_form(method, line({**message["params"], "timestamp": "yesterday"})),
+        stored_form(method, line({**message["params"], "session_id": 7})),
+        stored_form(method, params[:-1] + b',"extra":{"kept":[1,2]}}'),  # unknown key: valid
+        stored_form(method, params[:-1] + b',"broken":}'),  # not JSON
+        stored_form(method, params[:-1] + b',"bad":"\xff"}'),  # not UTF-8
+        stored_form(method, b"{}"),
+        stored_form(method, b"[]"),
+        head + params + b',"params":' + params + b"}",  # a key twice
+        head + params + b',"params":{}}',
+        head + params + b"} ",
+        head + params + b" }",
+        head + params + b',"id":1}',
+        head + params + b',"id":null}',
+        head + params + b',"id":{}}',
+        head + params + b',"jsonrpc":"1.0"}',
+        head + b" " + params + b"}",
+        stored_form(method + ".x", params),  # unknown method
+        stored_form(method.replace(".", "\\u002e"), params),  # the method spelled with an escape
+        b'{"jsonrpc":"2.0","method":"' + method.encode() + b'"}',
+        b'{"jsonrpc":"2.0","method":"' + method.encode() + b'","params":null}',
+        b'{"jsonrpc":"2.0","method":"' + method.encode() + b'","params":{}',  # truncated
+        b'{"method":"' + method.encode() + b'","jsonrpc":"2.0","params":' + params + b"}",
+    ]
+
+
+VARIANTS = [variant for vector in vectors() for variant in variants(vector)]
+
+
+async def outcome(wire: Wire, lines: list[bytes]) -> tuple[object, ...]:
+    """Everything the daemon would write, store and count for these lines, one at a time."""
+    answers = [await resolve(wire.core.dispatcher.handle_line(line)) for line in lines]
+    async with asyncio.timeout(WAIT_S):
+        await wire.core.ingest.drain()
+        page = await wire.store.events_after(0, 1_000_000)
+    stats = wire.handlers.stats
+    return (
+        answers,
+        page.events,
+        await wire.quarantine(),
+        (stats.received, stats.rejected, stats.errors),
+    )
+
+
+async def test_lines_of_every_generation_are_answered_stored_and_rejected_alike_on_either_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with running(MemoryStore()) as fast, running(MemoryStore()) as general:
+        shortcuts = []
+        shorter = fast.core.dispatcher._stored_form
+
+        def spied(line: bytes) -> bool:
+            shortcuts.append(shorter(line))
+            return shortcuts[-1]
+
+        monkeypatch.setattr(fast.core.dispatcher, "_stored_form", spied)
+        monkeypatch.setattr(general.core.dispatcher, "_stored_form", lambda line: False)
+        assert await outcome(fast, VARIANTS) == await outcome(general, VARIANTS)
+    assert shortcuts.count(True) >= 2 * len(vectors())  # each vector, and with an unknown key
+
+
+async def test_a_line_in_stored_form_is_stored_as_the_very_line(sqlite_wire: Wire, db: Path) -> None:
+    await sqlite_wire.send(*vectors())
+    await sqlite_wire.result("storage.flush")
+    assert payloads(db) == vectors()

@@ -310,6 +310,36 @@ async def test_room_runs_out_at_max_pending_bytes_and_comes_back_once_they_are_c
     await ingest.close(0)
 
 
+async def test_a_batch_takes_at_most_half_the_pending_events_so_the_reader_can_fill_the_rest(
+    store: Store,
+) -> None:
+    ingest = Ingest(store, max_pending_events=4, max_pending_bytes=1 << 20)
+    ingest.start()
+    store.gate.clear()
+    acks = [ingest.add(event(n), acknowledged=n % 2 == 0) for n in (1, 2, 3, 4)]
+    await store.attempted(1)
+    assert store.attempts == [[1, 2]]
+    store.gate.set()
+    await bounded(ingest.wait_for_room())
+    assert await bounded(ingest.drain()) == 4
+    assert store.attempts == [[1, 2], [3, 4]]
+    assert [await bounded(ack) for ack in acks if ack is not None] == [2, 4]
+    await ingest.close(0)
+
+
+async def test_a_batch_takes_at_most_half_the_pending_bytes(store: Store) -> None:
+    size = len(event(1).payload)
+    ingest = Ingest(store, max_pending_events=1000, max_pending_bytes=4 * size)
+    ingest.start()
+    store.gate.clear()
+    for n in (1, 2, 3, 4, 5):
+        ingest.add(event(n))
+    store.gate.set()
+    assert await bounded(ingest.drain()) == 5
+    assert store.attempts == [[1, 2], [3, 4], [5]]
+    await ingest.close(0)
+
+
 # --- over a real SQLite file -----------------------------------------------------------------
 
 
