@@ -96,7 +96,7 @@ async def list_sessions(args: argparse.Namespace, handlers: Handlers, _: Setting
 
 
 async def show(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
-    payloads = await handlers.get_session(GetSessionParams(session_id=args.session_id))
+    payloads = await handlers.session_events(GetSessionParams(session_id=args.session_id))
     if not payloads:
         raise Failed(f"no session {args.session_id!r}", EXIT_NOT_FOUND)
     if args.json:
@@ -114,7 +114,7 @@ async def export(args: argparse.Namespace, handlers: Handlers, _: Settings) -> i
         session_ids = [s.session_id for s in reversed(summaries)]
     missing = []
     for session_id in session_ids:
-        payloads = await handlers.get_session(GetSessionParams(session_id=session_id))
+        payloads = await handlers.session_events(GetSessionParams(session_id=session_id))
         if not payloads:
             missing.append(session_id)
         _write_lines(payloads)

@@ -36,8 +36,9 @@ from sidecar.timestamps import TimestampError, now_rfc3339, parse_instant, parse
 METHOD_PATTERN = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(\.\*)?$"
 
 
-class EncodedArray(list[bytes]):
-    """A result that is an array of items already encoded as JSON (stored events)."""
+class EncodedElements(bytes):
+    """A result that is a JSON array whose elements are already encoded and joined by
+    commas (stored events, read as one text): written between brackets, never re-encoded."""
 
 
 class NoParams(Struct, forbid_unknown_fields=True):
@@ -131,15 +132,24 @@ class Handlers:
             self.methods["storage.subscribe"] = Method(SubscribeParams, self.subscribe)
             self.methods["storage.unsubscribe"] = Method(UnsubscribeParams, self.unsubscribe, "subscription")
 
-    async def get_session(self, params: GetSessionParams) -> EncodedArray:
+    async def get_session(self, params: GetSessionParams) -> EncodedElements:
+        query = await self._session_query(params)
+        return EncodedElements(await self.store.read_session_text(params.session_id, query))
+
+    async def session_events(self, params: GetSessionParams) -> list[bytes]:
+        """What get_session answers, as one stored event per item (for the commands)."""
+        query = await self._session_query(params)
+        return await self.store.read_session(params.session_id, query)
+
+    async def _session_query(self, params: GetSessionParams) -> SessionQuery:
+        """The query, once everything received before it is committed."""
         query = SessionQuery(
             after_ns=_instant("after", params.after),
             methods=tuple(params.methods or ()),
             last=params.last,
         )
         await self.ingest.drain()
-        payloads = await self.store.read_session(params.session_id, query)
-        return EncodedArray(payloads)
+        return query
 
     async def list_sessions(self, params: ListSessionsParams) -> list[SessionSummary]:
         query = ListQuery(limit=params.limit, before_ns=_instant("before", params.before), text=params.query)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import queue
 import select
+import stat
 import threading
 from collections.abc import Callable
 
@@ -21,6 +23,7 @@ log = logging.getLogger("sidecar")
 READ_CHUNK = 64 * 1024  # small enough that the loop turns often while parsing
 INTERRUPT_POLL_S = 0.1  # how long a reader waiting for input may take to see a signal
 _MAX_BUFFERS = 512  # per writev, under IOV_MAX
+PIPE_BYTES = 1024 * 1024  # stdout pipe asked for: the default /proc/sys/fs/pipe-max-size
 
 
 class StdinReader:
@@ -35,7 +38,12 @@ class StdinReader:
         self._fd = fd
         self._loop = loop
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
-        self._credits = threading.Semaphore(ahead)
+        # One token per chunk the thread may read ahead. A SimpleQueue, not a Semaphore:
+        # handing a token back is one C call, where a Semaphore's release takes a lock and
+        # notifies a Condition in Python code, on the event loop, for every chunk.
+        self._credits: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(ahead):
+            self._credits.put(None)
         self._interrupted = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stdin", daemon=True)
 
@@ -45,17 +53,17 @@ class StdinReader:
     def interrupt(self) -> None:
         """End the input early: chunks already read come first, then b""."""
         self._interrupted.set()
-        self._credits.release()  # a thread waiting for the consumer must see it
+        self._credits.put(None)  # a thread waiting for the consumer must see it
 
     async def read(self) -> bytes:
         """The next chunk; b"" at end of input."""
         chunk = await self._chunks.get()
-        self._credits.release()
+        self._credits.put(None)
         return chunk
 
     def _run(self) -> None:
         while True:
-            self._credits.acquire()
+            self._credits.get()
             chunk = self._read()
             try:
                 self._loop.call_soon_threadsafe(self._chunks.put_nowait, chunk)
@@ -74,6 +82,20 @@ class StdinReader:
         except (OSError, ValueError) as exc:
             log.warning("stdin read failed (%s); treating it as end of input", exc)
         return b""
+
+
+def enlarge_pipe(fd: int, size: int = PIPE_BYTES) -> None:
+    """Best effort: a pipe of `size` bytes (Linux), so a response of megabytes (a session
+    read) goes out in a few large writes instead of 64 KiB at a time, each waiting for
+    the reader. Other descriptors, other systems and a refused size keep what they have."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:
+        return
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, set_size, size)
+    except OSError as exc:  # over /proc/sys/fs/pipe-max-size or the user's pipe budget
+        log.debug("stdout pipe keeps its size (%s)", exc)
 
 
 class StdoutWriter:
@@ -101,6 +123,7 @@ class StdoutWriter:
         self._on_broken = on_broken
         self.on_written: Callable[[], None] | None = None  # told on the loop after each write
         self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
+        enlarge_pipe(fd)
 
     def start(self) -> None:
         self._thread.start()

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sidecar.timestamps import parse_instant
+
 VECTORS = Path(__file__).resolve().parent / "data" / "events.ndjson"  # a copy of the shared vectors
 
 USAGE_CHARS = {
@@ -159,3 +161,24 @@ def result_of(reply: Any, request_id: Any) -> Any:
     assert reply["jsonrpc"] == "2.0"
     assert reply["id"] == request_id and type(reply["id"]) is type(request_id), reply
     return reply["result"]
+
+
+# --- what storage.get_session answers, computed the slow and obvious way -------------------------
+
+
+def expected_read(
+    sent: list[dict[str, Any]],
+    after: str | None = None,
+    methods: tuple[str, ...] = (),
+    last: int | None = None,
+) -> list[dict[str, Any]]:
+    """The events of `sent` (one session, in arrival order) that get_session returns: every
+    one sorted by its exact instant, stable, then those after `after`, of `methods`, the `last`."""
+    ordered = sorted(sent, key=lambda event: parse_instant(event["params"]["timestamp"]))
+    if after is not None:
+        ordered = [e for e in ordered if parse_instant(e["params"]["timestamp"]) > parse_instant(after)]
+    if methods:
+        exact = {m for m in methods if not m.endswith(".*")}
+        prefixes = tuple(m[:-1] for m in methods if m.endswith(".*"))
+        ordered = [e for e in ordered if e["method"] in exact or e["method"].startswith(prefixes)]
+    return ordered if last is None else ordered[-last:]

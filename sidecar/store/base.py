@@ -163,6 +163,11 @@ class Store(ABC):
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
         """Payloads of a session's events, ordered and filtered; [] if unknown."""
 
+    async def read_session_text(self, session_id: str, query: SessionQuery) -> bytes:
+        """The same payloads as `read_session`, joined by commas: the inside of the JSON
+        array get_session answers (a backend may build it without a bytes object per event)."""
+        return b",".join(await self.read_session(session_id, query))
+
     @abstractmethod
     async def count_sessions(self) -> int: ...
 

@@ -140,9 +140,9 @@ ORDER BY last_ns DESC, session_id DESC LIMIT $4
 _SEARCH = """
 SELECT e.seq, e.session_id, e.method, convert_to(e.payload, 'UTF8')
 FROM (SELECT seq FROM search WHERE words @@ $1::tsquery AND ($2::text IS NULL OR session_id = $2)
-      ORDER BY timestamp_ns DESC, seq DESC LIMIT $3) AS hit
+      ORDER BY seq DESC LIMIT $3) AS hit
 JOIN events AS e USING (seq)
-ORDER BY e.timestamp_ns DESC, e.seq DESC
+ORDER BY e.seq DESC
 """
 LIST_PAGE = 500  # summaries read at a time while a text filter skips some
 # A tsvector keeps lexemes of at most 2047 bytes, 1 MiB of them in all; array_to_tsvector

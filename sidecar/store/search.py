@@ -54,7 +54,7 @@ def query_terms(query: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(word.lower() for word in _words(query).findall(query)))
 
 
-def searchable(method: str, payload: bytes) -> tuple[str, str] | None:
+def searchable(method: str, payload: str | bytes) -> tuple[str, str] | None:
     """(timestamp text, searchable text) of an event, or None if it has no text to search."""
     if method not in SEARCHED_METHODS:
         return None
@@ -103,8 +103,9 @@ def _words(text: str) -> re.Pattern[str]:
 
 
 def scan(events: Iterable[tuple[Event, int | None]], query: SearchQuery) -> list[SearchHit]:
-    """Search by reading (event, seq) pairs: newest first (ties: latest seq, or latest read
-    where there is no seq), then the limit."""
+    """Search by reading (event, seq) pairs: newest first, then the limit. Newest is the
+    latest stored (highest seq), as the indexed backends answer; without seqs (jsonl),
+    the latest instant (ties: the latest read)."""
     hits: list[tuple[int, int, SearchHit]] = []
     for arrival, (event, seq) in enumerate(events):
         found = searchable(event.method, event.payload)
@@ -113,6 +114,6 @@ def scan(events: Iterable[tuple[Event, int | None]], query: SearchQuery) -> list
         text = snippet(found[1], query.terms)
         if text is not None:
             hit = SearchHit(event.session_id, seq, event.method, found[0], text)
-            hits.append((event.timestamp_ns, arrival if seq is None else seq, hit))
+            hits.append((event.timestamp_ns, arrival, hit) if seq is None else (seq, 0, hit))
     hits.sort(key=lambda h: (h[0], h[1]), reverse=True)
     return [hit for _, _, hit in hits[: query.limit]]

@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from itertools import chain, repeat
-from operator import add
+from operator import add, attrgetter
 from pathlib import Path
 from typing import cast
 
@@ -39,13 +39,16 @@ from sidecar.store.base import (
     time_ordered,
 )
 from sidecar.store.files import create_private_file
-from sidecar.store.search import searchable, snippet
+from sidecar.store.search import searchable
+from sidecar.store.sqlite_checkpoint import Checkpointer
+from sidecar.store.sqlite_search import SearchIndexer
+from sidecar.store.sqlite_search import search as search_index
 from sidecar.store.summary import DETAIL_METHODS, Tally
-from sidecar.timestamps import MIN_NS, clamp
+from sidecar.timestamps import MAX_NS, MIN_NS, clamp
 
 log = logging.getLogger("sidecar")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each step takes the database from version i to i + 1, in one transaction with the bump.
 _RUST_SCHEMA = """
@@ -57,11 +60,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS idx_events_session_id ON events(session_id);
 """
-# A read finds a session's rows through the Rust crate's own index, in id (arrival)
-# order, and sorts them by timestamp: events mostly arrive in time order, which Python's
-# sort handles in one pass, and a wider ordering index would cost every insert more.
-# Rows the Rust crate inserts have no keys yet; the partial index finds them without
-# touching the others, and our inserts (always keyed) never touch it.
+# The ordering key (the instant, clamped to int64) and the method as columns, for reads
+# (schema 4 indexes them). Rows the Rust crate inserts have no keys yet; the partial
+# index finds them without touching the others, and our inserts (always keyed) never
+# touch it.
 _ORDERING_SCHEMA = """
 ALTER TABLE events ADD COLUMN timestamp_ns INTEGER;
 ALTER TABLE events ADD COLUMN method TEXT;
@@ -77,8 +79,8 @@ CREATE INDEX IF NOT EXISTS idx_events_unkeyed ON events(session_id) WHERE timest
 # last instants summed by SQL over the rows just inserted (no Python per event), the rest
 # (model, status, usage, title: summary.Tally as JSON) folded in Python from the few
 # events that carry it. And a full-text index keyed by event id. Under a flood the index is left behind
-# (`search_progress`) and caught up before the next search, so it costs the ingest rate
-# little.
+# (`search_progress`) and caught up in the background (sqlite_search), so it costs the
+# ingest rate little.
 _SUMMARY_AND_SEARCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     session_id  TEXT    PRIMARY KEY,
@@ -92,7 +94,20 @@ CREATE VIRTUAL TABLE IF NOT EXISTS search_index USING fts5(text, tokenize = 'uni
 CREATE TABLE IF NOT EXISTS search_progress (indexed_upto INTEGER NOT NULL);
 INSERT INTO search_progress SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM search_progress);
 """
-MIGRATIONS = (_RUST_SCHEMA, _ORDERING_SCHEMA, _SUMMARY_AND_SEARCH_SCHEMA)
+# Version 4. Reads: the Rust crate's index, by its own name, widened to the order reads
+# serve: (session_id, timestamp_ns), then the rowid as in every index, so ties keep
+# arrival order. A read walks it in answer order, `last` from the end with a LIMIT and
+# `after` from a seek, and stops at what it returns (`methods` is tested on the rows
+# walked). Redefined rather than added beside it: still one index entry per insert (an
+# in-order event lands at the end of its session's range, as before), 8 bytes wider.
+# Adding `method` to it would let `methods` skip rows in the index, at about twice that
+# cost per insert. The crate creates the index only if missing, and its own read
+# (`ORDER BY id`) stays correct through it, sorting the session's rows.
+_SCHEMA_4 = """
+DROP INDEX IF EXISTS idx_events_session_id;
+CREATE INDEX idx_events_session_id ON events(session_id, timestamp_ns);
+"""
+MIGRATIONS = (_RUST_SCHEMA, _ORDERING_SCHEMA, _SUMMARY_AND_SEARCH_SCHEMA, _SCHEMA_4)
 
 _INSERT_EVENTS = "INSERT INTO events (session_id, payload, timestamp_ns, method, created_at) VALUES "
 _EVENT_VALUES = "(?, CAST(? AS TEXT), ?, ?, ?)"  # payload bytes bind as BLOB; the column holds text
@@ -101,12 +116,27 @@ _EVENT_VALUES = "(?, CAST(? AS TEXT), ?, ?, ?)"  # payload bytes bind as BLOB; t
 # the GIL; row by row, the store's thread would wait for the GIL after every row while
 # the event loop parses (a GIL convoy) and crawl. Few statements also mean few awaits.
 ROWS_PER_INSERT = 1024
-# Rest-of-batch INSERTs vary in size; a small statement cache keeps their memory bounded.
-CACHED_STATEMENTS = 16
+# Enough page cache for a batch of the ingest's default bounds (half of max_pending_bytes,
+# 4 MiB of payloads). 16 MiB measured the same ingest rate and 9 MB more peak RSS (rss.py).
+PAGE_CACHE_KIB = 8 * 1024
+# Rest-of-batch INSERTs vary in size, and a prepared INSERT of hundreds of rows holds
+# hundreds of KB: 16 cached held ~10 MB of SQLite's memory under a flood, 4 hold ~2 MB
+# at the same ingest rate (bench/README.md, rss.py).
+CACHED_STATEMENTS = 4
 _INSERT_REJECTED = "INSERT INTO quarantine (received_at, line, reason) VALUES (?, ?, ?)"
 _UNKEYED = "SELECT id, payload FROM events WHERE session_id = ? AND timestamp_ns IS NULL"
+# Before a session read: are rows of it unkeyed, is a key of it clamped (MIN_NS, MAX_NS)?
+_PROBE_SESSION = (
+    "SELECT EXISTS (SELECT 1 FROM events WHERE session_id = ?1 AND timestamp_ns IS NULL), "
+    "EXISTS (SELECT 1 FROM events WHERE session_id = ?1 AND timestamp_ns IN (?2, ?3) AND method IS NOT NULL)"
+)
 _ALL_UNKEYED = "SELECT id, payload FROM events WHERE timestamp_ns IS NULL"
-_UNINDEXED = "SELECT 1 FROM events WHERE id > (SELECT indexed_upto FROM search_progress)"
+_LIST_SESSIONS = (
+    "SELECT session_id, event_count, first_ns, last_ns, details FROM sessions {where} "
+    "ORDER BY last_ns DESC, session_id DESC LIMIT ?"
+)
+_LIST_AFTER = "WHERE (last_ns, session_id) < (?, ?)"  # after the cursor, in list order
+LIST_PAGE = 500  # summaries read at a time while a text filter skips some
 _EVENTS_AFTER = (
     "SELECT id, session_id, payload, timestamp_ns, method FROM events WHERE id > ? ORDER BY id LIMIT ?"
 )
@@ -124,8 +154,9 @@ ON CONFLICT (session_id) DO UPDATE SET
 _SAVE_DETAILS = "UPDATE sessions SET details = ? WHERE session_id = ?"
 PROMPT = "user.prompt.submit"
 _NO_TITLE = 2**63
+_INT64_MAX = 2**63 - 1
 # Batches up to this size are indexed for search in their own transaction; bigger ones
-# (a flood) leave it to the catch-up the next search runs.
+# (a flood) leave it to the background indexer (sqlite_search), once the flood pauses.
 INDEX_INLINE_EVENTS = 256
 _tally_decoder = msgspec.json.Decoder(Tally)
 
@@ -147,6 +178,8 @@ class SqliteStore(Store):
         self._versions: sqlite3.Connection | None = None  # data_version, read on the loop
         self._title_ns: dict[str, int] = {}  # instant of each session's title, as far as seen
         self._data_version = -1  # of the database when _title_ns was last valid
+        self._indexer = SearchIndexer(lambda: self.db, self._write_lock)
+        self._checkpointer = Checkpointer(path)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -156,6 +189,7 @@ class SqliteStore(Store):
 
     async def open(self) -> None:
         await self._connect()
+        self._indexer.start()  # an index left behind (a flood, an old file) catches up
 
     async def _connect(self) -> None:
         try:
@@ -178,6 +212,10 @@ class SqliteStore(Store):
             await self.db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await self._enter_wal_mode()
             await self.db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # A batch's pages stay in the cache until its commit instead of spilling into
+            # the WAL midway (the default is 2 MiB); the checkpoints run on their own thread.
+            await self.db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
+            await self.db.execute("PRAGMA wal_autocheckpoint = 0")
             await self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreFailure(f"cannot open {self.path}: {exc}") from exc
@@ -207,9 +245,10 @@ class SqliteStore(Store):
                 for step in range(version, SCHEMA_VERSION):
                     for statement in _statements(MIGRATIONS[step]):
                         await self.db.execute(statement)
-                if version < SCHEMA_VERSION:
-                    await self._fill_keys(_ALL_UNKEYED)
+                # Files before 3 are keyed and summarised whole; in later ones, rows the crate
+                # added are keyed and summarised by the next read, as they are at any time.
                 if version < 3:
+                    await self._fill_keys(_ALL_UNKEYED)
                     await self._rebuild_summaries()
                 if version < SCHEMA_VERSION:
                     await self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -227,6 +266,8 @@ class SqliteStore(Store):
                 await db.close()
 
     async def close(self) -> None:
+        await self._indexer.stop()
+        await self._checkpointer.close()
         if self._versions is not None:
             self._versions.close()
             self._versions = None
@@ -244,6 +285,7 @@ class SqliteStore(Store):
         if self._db is None:  # dropped after a write to a read-only file: connect anew
             await self._connect()
         async with self._write_lock:
+            await self._checkpointer.before_write()
             try:
                 # At least one row for the last INSERT, whose trip also returns the rowid.
                 whole = (len(events) - 1) // ROWS_PER_INSERT * ROWS_PER_INSERT if events else 0
@@ -262,6 +304,7 @@ class SqliteStore(Store):
                     await self._summarise("id BETWEEN ? AND ?", (last - len(events) + 1, last), events)
                     await self._index_batch(events, last)
                 await self.db.commit()
+                self._checkpointer.committed(sum(map(len, map(_payload, events))))
             except sqlite3.Error as exc:
                 await self._rollback()
                 if "readonly" in str(exc):
@@ -273,42 +316,82 @@ class SqliteStore(Store):
         return range(last - len(events) + 1, last + 1)
 
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
+        """In the index's order, which is the answer's order unless some instant of the
+        session lies outside int64 nanoseconds (clamped keys, ordered among themselves by
+        their exact instant): then every row the filters select is sorted in Python."""
         try:
-            if await self._fetch(_UNKEYED + " LIMIT 1", (session_id,)):
-                await self._catch_up(_UNKEYED, (session_id,), index=False)
-            sql, args = _session_sql(session_id, query)
-            rows = cast("list[tuple[int, bytes]]", await self._fetch(sql, args))
+            exact = await self._exact_keys(session_id)
+            sql, args = _session_sql(session_id, query, exact=exact)
+            rows = await self._fetch(sql, args)
         except sqlite3.Error as exc:
             raise StoreFailure(str(exc)) from exc
-        return time_ordered(rows, query)
+        if not exact:
+            return time_ordered(cast("list[tuple[int, bytes]]", rows), query)
+        payloads = [row[0] for row in rows]
+        if query.last is not None:
+            payloads.reverse()  # read newest first, up to the limit
+        return payloads
+
+    async def read_session_text(self, session_id: str, query: SessionQuery) -> bytes:
+        """A whole session (no `last`) whose keys are exact is joined by SQLite: one bytes
+        object for the lot, in the index's order (the subquery's ORDER BY is kept, as an
+        aggregate query never flattens a subquery that has one)."""
+        try:
+            if query.last is not None or not await self._exact_keys(session_id):
+                return await super().read_session_text(session_id, query)
+            sql, args = _session_sql(session_id, query, exact=True)
+            [(text,)] = await self._fetch(f"SELECT group_concat(payload, ',') FROM ({sql})", args)
+        except sqlite3.Error as exc:
+            raise StoreFailure(str(exc)) from exc
+        return bytes(text or b"")
+
+    async def _exact_keys(self, session_id: str) -> bool:
+        """Whether the session's keys order it exactly (none clamped), once rows the Rust
+        crate added to it are keyed."""
+        probe = (session_id, MIN_NS, MAX_NS)
+        [(unkeyed, clamped)] = await self._fetch(_PROBE_SESSION, probe)
+        if unkeyed:
+            await self._catch_up(_UNKEYED, (session_id,))
+            [(_, clamped)] = await self._fetch(_PROBE_SESSION, probe)
+        return not clamped
 
     async def count_sessions(self) -> int:
+        """From the summaries (one row per session with a served event), as lists are."""
         try:
-            return await self._scalar("SELECT COUNT(*) FROM (SELECT DISTINCT session_id FROM events)")
+            await self._catch_up(_ALL_UNKEYED)
+            return await self._scalar("SELECT COUNT(*) FROM sessions")
         except sqlite3.Error as exc:
             raise StoreFailure(str(exc)) from exc
 
     async def list_sessions(self, query: ListQuery) -> list[SessionSummary]:
+        """Newest first, through idx_sessions_last_ns a page at a time: the `limit` rows,
+        or with a text filter (matched in Python) pages of LIST_PAGE until `limit` match,
+        so only a filter that few sessions match reads them all."""
+        wanted = query.limit
+        # (last_ns, session_id) of the last row seen; `before` is the cursor (before, "").
+        cursor = None if query.before_ns is None else (clamp(query.before_ns), "")
+        chosen: list[SessionSummary] = []
         try:
-            await self._catch_up(_ALL_UNKEYED, index=False)
-            where, args = "", cast("tuple[object, ...]", ())
-            if query.before_ns is not None:
-                where, args = "WHERE last_ns < ?", (clamp(query.before_ns),)
-            limit = "" if query.text or query.limit is None else f"LIMIT {int(query.limit)}"
-            sql = (
-                "SELECT session_id, event_count, first_ns, last_ns, details FROM sessions "
-                f"{where} ORDER BY last_ns DESC, session_id DESC {limit}"
-            )
-            rows = await self._fetch(sql, args)
+            await self._catch_up(_ALL_UNKEYED)
+            while wanted is None or len(chosen) < wanted:
+                page = LIST_PAGE if query.text or wanted is None else wanted - len(chosen)
+                if cursor is None:
+                    rows = await self._fetch(_LIST_SESSIONS.format(where=""), (page,))
+                else:
+                    rows = await self._fetch(_LIST_SESSIONS.format(where=_LIST_AFTER), (*cursor, page))
+                for session_id, count, first_ns, last_ns, details in rows:
+                    tally = (
+                        _tally_decoder.decode(details) if details else Tally(session_id=session_id.decode())
+                    )
+                    tally.event_count, tally.first_ns, tally.last_ns = count, first_ns, last_ns
+                    if not query.text or tally.matches(query.text):
+                        chosen.append(tally.summary())
+                if len(rows) < page:
+                    break
+                cursor = (rows[-1][3], rows[-1][0].decode())
         except sqlite3.Error as exc:
             raise StoreFailure(str(exc)) from exc
-        chosen = []
-        for session_id, count, first_ns, last_ns, details in rows:
-            tally = _tally_decoder.decode(details) if details else Tally(session_id=session_id.decode())
-            tally.event_count, tally.first_ns, tally.last_ns = count, first_ns, last_ns
-            if not query.text or tally.matches(query.text):
-                chosen.append(tally.summary())
-        return chosen[: query.limit]
+        return chosen[:wanted]
 
     async def delete_session(self, session_id: str) -> int:
         async with self._write_lock:
@@ -332,28 +415,18 @@ class SqliteStore(Store):
         return deleted
 
     async def search(self, query: SearchQuery) -> list[SearchHit]:
-        match = " ".join('"' + term.replace('"', '""') + '"' for term in query.terms)
-        where, args = "search_index MATCH ?", [match]
-        if query.session_id is not None:
-            where += " AND e.session_id = ?"
-            args.append(query.session_id)
-        sql = (
-            "SELECT e.id, e.session_id, e.method, e.payload FROM search_index "
-            f"JOIN events e ON e.id = search_index.rowid WHERE {where} "
-            f"ORDER BY e.timestamp_ns DESC, e.id DESC LIMIT {int(query.limit)}"
-        )
+        """From the index and the newest events it has not reached (sqlite_search); never
+        a write: a lagging index is the background indexer's to catch up."""
         try:
-            await self._catch_up(_ALL_UNKEYED, index=True)
-            rows = await self._fetch(sql, tuple(args))
+            hits = await search_index(self.db, query)
         except sqlite3.Error as exc:
             raise StoreFailure(str(exc)) from exc
-        hits = []
-        for row_id, session_id, method, payload in rows:
-            found = searchable(method.decode(), payload)
-            if found is not None:
-                text = snippet(found[1], query.terms) or found[1][:200]
-                hits.append(SearchHit(session_id.decode(), row_id, method.decode(), found[0], text))
+        self._indexer.wake()  # other processes' events, too, get indexed
         return hits
+
+    async def search_caught_up(self) -> None:
+        """Until the search index holds every event committed so far (tests, benchmarks)."""
+        await self._indexer.caught_up()
 
     async def last_seq(self) -> int:
         rows = await self._follow("SELECT COALESCE(MAX(id), 0) FROM events")
@@ -411,11 +484,10 @@ class SqliteStore(Store):
                 self._follower = follower
             return self._follower
 
-    async def _catch_up(self, unkeyed_sql: str, args: tuple[object, ...] = (), *, index: bool) -> None:
-        """Key and summarise rows the Rust crate inserted, and with `index`, bring the search
-        index up to the last event: in one transaction, only when there is work."""
-        behind = index and bool(await self._fetch(_UNINDEXED + " LIMIT 1"))
-        if not behind and not await self._fetch(unkeyed_sql + " LIMIT 1", args):
+    async def _catch_up(self, unkeyed_sql: str, args: tuple[object, ...] = ()) -> None:
+        """Key and summarise rows the Rust crate inserted: in one transaction, only when
+        there is work. (The search index catches up on its own: sqlite_search.)"""
+        if not await self._fetch(unkeyed_sql + " LIMIT 1", args):
             return
         async with self._write_lock:
             await self.db.execute("BEGIN IMMEDIATE")
@@ -426,8 +498,6 @@ class SqliteStore(Store):
                     ids = tuple(row_id for row_id, _ in chunk)
                     condition = f"id IN ({', '.join('?' * len(ids))})"
                     await self._summarise(condition, ids, [event for _, event in chunk])
-                if index:
-                    await self._index_rows(None)
                 await self.db.execute("COMMIT")
             except BaseException:
                 await self._rollback()
@@ -514,15 +584,19 @@ class SqliteStore(Store):
 
     async def _index_batch(self, events: Sequence[Event], last: int) -> None:
         """Index a small batch for search now, if the index is up to date: one
-        compare-and-set round trip decides. A lagging index (after a flood, or other
-        writers) is caught up by the next search instead, off the ingest path."""
-        if not events or len(events) > INDEX_INLINE_EVENTS:
+        compare-and-set round trip decides. Otherwise (a flood, other writers) the
+        background indexer catches up, off the ingest path."""
+        if not events:
+            return
+        if len(events) > INDEX_INLINE_EVENTS:
+            self._indexer.flooded()
             return
         first = last - len(events) + 1
         advanced = await self.db.execute(
             "UPDATE search_progress SET indexed_upto = ? WHERE indexed_upto = ?", (last, first - 1)
         )
         if advanced.rowcount != 1:
+            self._indexer.wake()
             return
         rows = []
         for row_id, event in enumerate(events, first):
@@ -531,27 +605,6 @@ class SqliteStore(Store):
                 rows.append((row_id, found[1]))
         if rows:
             await self.db.executemany("INSERT INTO search_index (rowid, text) VALUES (?, ?)", rows)
-
-    async def _index_rows(self, limit: int | None) -> None:
-        """Index events after `search_progress`, up to `limit` rows (None: all)."""
-        done = await self._scalar("SELECT indexed_upto FROM search_progress")
-        budget = limit
-        while budget is None or budget > 0:
-            chunk = 5000 if budget is None else min(budget, 5000)
-            rows = await self._fetch(
-                "SELECT id, method, payload FROM events WHERE id > ? ORDER BY id LIMIT ?", (done, chunk)
-            )
-            if not rows:
-                break
-            texts = []
-            for row_id, method, payload in rows:
-                found = searchable(method.decode(), payload) if method is not None else None
-                if found is not None:
-                    texts.append((row_id, found[1]))
-            await self.db.executemany("INSERT INTO search_index (rowid, text) VALUES (?, ?)", texts)
-            done = rows[-1][0]
-            budget = None if budget is None else budget - len(rows)
-        await self.db.execute("UPDATE search_progress SET indexed_upto = ?", (done,))
 
     async def _scalar(self, sql: str, args: tuple[object, ...] = ()) -> int:
         rows = await self._fetch(sql, args)
@@ -574,6 +627,9 @@ def _insert_sql(rows: int) -> str:
     return _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * rows)
 
 
+_payload = attrgetter("payload")
+
+
 def _flat_rows(events: Sequence[Event], created_ms: int, per_insert: int) -> list[list[object]]:
     """The parameters of each `per_insert`-row INSERT; len(events) is a multiple.
 
@@ -590,13 +646,17 @@ def _statements(script: str) -> list[str]:
     return [statement.strip() for statement in script.split(";") if statement.strip()]
 
 
-def _session_sql(session_id: str, query: SessionQuery) -> tuple[str, tuple[object, ...]]:
-    """Rows of a session in arrival order, filtered by `methods` and roughly by `after`;
-    the caller orders them by time, filters `after` exactly and keeps the `last`."""
+def _session_sql(session_id: str, query: SessionQuery, *, exact: bool) -> tuple[str, tuple[object, ...]]:
+    """The read of a session through idx_events_session_id, in (instant, id) order.
+
+    `exact`: no key of the session is clamped, so the index order and `timestamp_ns > after`
+    are exact: payloads only, the `last` read newest first with a LIMIT. Otherwise the keys
+    too, `after` taken roughly: the caller orders by exact instant and applies both.
+    """
     where = ["session_id = ?", "method IS NOT NULL"]
     args: list[object] = [session_id]
     if query.after_ns is not None:
-        where.append("timestamp_ns >= ?")  # the stored key is clamped; time_ordered is exact
+        where.append("timestamp_ns > ?" if exact else "timestamp_ns >= ?")
         args.append(clamp(query.after_ns))
     if query.methods:
         alternatives = []
@@ -609,6 +669,8 @@ def _session_sql(session_id: str, query: SessionQuery) -> tuple[str, tuple[objec
                 alternatives.append("method = ?")
                 args.append(pattern)
         where.append("(" + " OR ".join(alternatives) + ")")
-    condition = " AND ".join(where)
-    sql = f"SELECT timestamp_ns, payload FROM events WHERE {condition} ORDER BY id"
-    return sql, tuple(args)
+    columns, order = ("payload" if exact else "timestamp_ns, payload"), "timestamp_ns, id"
+    if exact and query.last is not None:
+        order = "timestamp_ns DESC, id DESC LIMIT ?"
+        args.append(min(query.last, _INT64_MAX))  # more than SQLite counts is "all"
+    return f"SELECT {columns} FROM events WHERE {' AND '.join(where)} ORDER BY {order}", tuple(args)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from backends import Backend
 from daemon import Daemon
-from events import USAGE_TOKENS, init, line, notification, prompt, response, stop, vectors
+from events import USAGE_TOKENS, expected_read, init, line, notification, prompt, response, stop, vectors
 
 
 def ts(second: float) -> str:
@@ -124,6 +124,34 @@ def test_filters_apply_after_then_methods_then_last(store: Daemon) -> None:
     assert read(store, "f", methods=["user.*"]) == [sent[1], sent[3]]
     assert read(store, "f", after=ts(1), methods=["user.prompt.submit", "session.*"], last=1) == [sent[4]]
     assert read(store, "f", last=2) == sent[3:]
+
+
+# Ties, a nanosecond apart, and instants outside int64 nanoseconds.
+MIXED = [
+    prompt("q", ts(2), text="tie"),
+    stop("q", ts(4)),
+    prompt("q", "2400-01-01T00:00:00Z", text="2400"),
+    init("q", ts(0)),
+    response("q", ts(2)),
+    prompt("q", "1500-01-01T00:00:00Z", text="1500"),
+    prompt("q", ts(2.000000001), text="1ns later"),
+    response("q", "2300-01-01T00:00:00Z"),
+    prompt("q", ts(1), text="p1"),
+]
+
+
+@pytest.mark.parametrize("arrival", ["in-time-order", "out-of-order"])
+def test_every_combination_of_after_methods_and_last_reads_as_the_whole_session_sorted(
+    store: Daemon, arrival: str
+) -> None:
+    sent = expected_read(MIXED) if arrival == "in-time-order" else MIXED
+    store.send(*sent)
+    for after in [None, ts(1), ts(2), "1550-01-01T00:00:00Z", "2350-01-01T00:00:00Z"]:
+        for methods in [(), ("user.prompt.submit",), ("session.*", "assistant.response")]:
+            for last in [None, 1, 2]:
+                given = {"after": after, "methods": list(methods) or None, "last": last}
+                filters = {name: value for name, value in given.items() if value is not None}
+                assert read(store, "q", **filters) == expected_read(sent, after, methods, last), filters
 
 
 # --- what is stored is what was sent -------------------------------------------------------
@@ -312,6 +340,20 @@ def test_list_sessions_pages_with_limit_and_before_and_filters_by_text(store: Da
     assert listed(query="NEEDLE") == ["s1"]
     assert listed(query="s3") == ["s3"]
     assert listed(query="nothing like it") == []
+
+
+def test_list_sessions_pages_through_many_sessions_of_one_instant_and_stats_count_them(store: Daemon) -> None:
+    store.send(*(init(f"s{n:03d}", ts(1)) for n in range(520)), init("late", ts(2)))
+
+    def listed(**params: Any) -> list[str]:
+        return [s["session_id"] for s in store.result("storage.list_sessions", params)]
+
+    everyone = ["late", *(f"s{n:03d}" for n in range(519, -1, -1))]  # ties: by id, descending
+    assert listed(limit=1000) == everyone
+    assert listed(limit=3, before=ts(2)) == everyone[1:4]
+    assert listed(query="s0", limit=30) == [f"s{n:03d}" for n in range(99, 69, -1)]
+    assert listed(query="9", limit=1000) == [sid for sid in everyone if "9" in sid]
+    assert store.result("storage.stats")["sessions"] == 521
 
 
 def test_delete_session_removes_its_events_summary_and_search_entries_only(store: Daemon) -> None:

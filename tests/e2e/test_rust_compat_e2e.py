@@ -12,6 +12,8 @@ import rust_crate
 from daemon import Daemon
 from events import init, prompt, response, stop
 
+from sidecar.store.sqlite import SCHEMA_VERSION
+
 
 def methods(events: list[dict[str, object]]) -> list[object]:
     return [e["method"] for e in events]
@@ -31,7 +33,7 @@ def test_a_database_made_by_the_rust_crate_is_migrated_in_place_and_served(db: P
         assert daemon.close() == 0
 
     check = sqlite3.connect(db)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert check.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3
     assert check.execute("SELECT COUNT(*) FROM events WHERE timestamp_ns IS NULL").fetchone()[0] == 0
 

@@ -106,6 +106,7 @@ GET_SESSION_CASES = [
     pytest.param({"session_id": "f"}, [0, 1, 2, 3, 4, 5, 6], id="all"),
     pytest.param(["f"], [0, 1, 2, 3, 4, 5, 6], id="one-element-array"),
     pytest.param({"session_id": "f", "last": 2}, [5, 6], id="last-2"),
+    pytest.param({"session_id": "f", "last": 10**30}, [0, 1, 2, 3, 4, 5, 6], id="last-beyond-int64"),
     pytest.param({"session_id": "f", "after": ts(3)}, [4, 5, 6], id="after-is-strict"),
     pytest.param({"session_id": "f", "after": "2026-03-01T12:00:03+02:00"}, [4, 5, 6], id="after-an-offset"),
     pytest.param({"session_id": "f", "after": "2026-03-01T10:00:02.999999999Z"}, [3, 4, 5, 6], id="after-ns"),
@@ -127,6 +128,16 @@ async def test_get_session_filters_by_after_then_methods_then_last(
     any_wire: Wire, params: Any, expected: list[int]
 ) -> None:
     await any_wire.send(*SESSION, init("other", ts(3)), prompt("other", ts(4)))
+    assert await any_wire.result("storage.get_session", params) == [SESSION[i] for i in expected]
+
+
+@pytest.mark.parametrize("arrival", ["reversed", "shuffled"])
+@pytest.mark.parametrize(("params", "expected"), GET_SESSION_CASES)
+async def test_get_session_answers_the_same_whatever_order_the_events_arrived_in(
+    any_wire: Wire, arrival: str, params: Any, expected: list[int]
+) -> None:
+    order = SESSION[::-1] if arrival == "reversed" else [SESSION[i] for i in (3, 6, 0, 5, 1, 4, 2)]
+    await any_wire.send(*order, init("other", ts(3)), prompt("other", ts(4)))
     assert await any_wire.result("storage.get_session", params) == [SESSION[i] for i in expected]
 
 
@@ -530,6 +541,16 @@ async def test_storage_stats_counts_what_was_received_stored_rejected_and_answer
     later = await any_wire.result("storage.stats")
     assert later["uptime_s"] >= stats["uptime_s"]
     assert later["received"] == stats["received"] + 1
+
+
+async def test_storage_stats_counts_the_sessions_list_sessions_lists(any_wire: Wire) -> None:
+    await any_wire.send(init("a", ts(0)), prompt("a", ts(1)), init("b", ts(2)), prompt("c", ts(3)))
+    assert (await any_wire.result("storage.stats"))["sessions"] == 3
+    assert len(await any_wire.result("storage.list_sessions")) == 3
+    await any_wire.result("storage.delete_session", {"session_id": "b"})
+    await any_wire.result("storage.fork_session", {"session_id": "a", "new_session_id": "a2"})
+    assert (await any_wire.result("storage.stats"))["sessions"] == 3
+    assert sorted(s["session_id"] for s in await any_wire.result("storage.list_sessions")) == ["a", "a2", "c"]
 
 
 # --- storage.shutdown -------------------------------------------------------------------------------------

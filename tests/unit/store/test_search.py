@@ -173,7 +173,7 @@ def test_words_match_as_fts5_matches_them(
 # --- scan ----------------------------------------------------------------------------------
 
 
-def test_a_scan_finds_events_holding_every_term_newest_first() -> None:
+def test_a_scan_finds_events_holding_every_term_latest_stored_first() -> None:
     events = [
         (event(prompt("a", T1, text="find the albatross")), 1),
         (event(init("a")), 2),
@@ -184,10 +184,10 @@ def test_a_scan_finds_events_holding_every_term_newest_first() -> None:
     assert [(h.session_id, h.seq, h.method, h.timestamp, h.snippet) for h in hits] == [
         ("b", 3, "assistant.response", T3, "an [albatross], [found]")
     ]
-    assert [h.seq for h in scan(events, SearchQuery(terms=("albatross",)))] == [3, 4, 1]
+    assert [h.seq for h in scan(events, SearchQuery(terms=("albatross",)))] == [4, 3, 1]
 
 
-def test_a_scan_breaks_ties_by_the_latest_seq_or_else_the_latest_read_and_then_limits() -> None:
+def test_a_scan_orders_by_seq_or_else_by_instant_and_latest_read_and_then_limits() -> None:
     same = [event(prompt("s", T1, text=f"word {n}")) for n in range(3)]
     with_seqs = scan([(e, seq) for e, seq in zip(same, (5, 9, 7), strict=True)], SearchQuery(terms=("word",)))
     assert [h.seq for h in with_seqs] == [9, 7, 5]

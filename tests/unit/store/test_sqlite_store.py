@@ -17,12 +17,13 @@ from typing import Any
 import msgspec
 import pytest
 import rust_crate
-from events import init, line, notification, prompt, response, stop
+from events import expected_read, init, line, notification, prompt, response, stop
 
 from sidecar.events import stored_keys
+from sidecar.store import sqlite as sqlite_store
 from sidecar.store.base import Event, ListQuery, Rejected, SearchQuery, SessionQuery, StoreFailure
 from sidecar.store.sqlite import INDEX_INLINE_EVENTS, MIGRATIONS, ROWS_PER_INSERT, SCHEMA_VERSION, SqliteStore
-from sidecar.timestamps import parse_ns
+from sidecar.timestamps import parse_instant, parse_ns
 
 T1, T2, T3, T4, T5, T6 = (f"2026-06-07T14:03:2{n}Z" for n in range(1, 7))
 TABLES = {"events", "quarantine", "sessions", "search_index", "search_progress"}
@@ -133,10 +134,10 @@ async def test_a_rust_crate_file_is_migrated_keeping_every_row_readable_listed_a
             "stopped",
             "find the albatross",
         )
-        hits = await store.search(SearchQuery(terms=("albatross",)))
+        hits = await store.search(SearchQuery(terms=("albatross",)))  # latest stored first
         assert [(h.method, h.snippet) for h in hits] == [
-            ("session.stop", "[albatross] found"),
             ("user.prompt.submit", "find the [albatross]"),
+            ("session.stop", "[albatross] found"),
         ]
     assert query(db, "SELECT COUNT(*) FROM events") == [(4,)]
 
@@ -349,6 +350,109 @@ async def test_payloads_are_served_as_the_bytes_written(store: SqliteStore) -> N
     assert await store.read_session("b", SessionQuery()) == [payload]
 
 
+# --- reads that grow with what they return, not with the session -------------------------
+
+# One session: ties, nanoseconds apart, and instants outside int64 nanoseconds (their keys
+# are clamped, so the exact instant decides among them).
+NEAR = [
+    init("q", "2026-06-07T14:03:21Z"),
+    prompt("q", "2026-06-07T14:03:22Z", text="p1"),
+    response("q", "2026-06-07T14:03:23Z"),
+    prompt("q", "2026-06-07T14:03:23Z", text="tie"),
+    prompt("q", "2026-06-07T14:03:23.000000001Z", text="1ns later"),
+    response("q", "2026-06-07T14:03:24Z"),
+    stop("q", "2026-06-07T14:03:25Z"),
+]
+FAR = [prompt("q", "1500-01-01T00:00:00Z", text="1500"), prompt("q", "2400-01-01T00:00:00Z", text="2400")]
+FAR += [prompt("q", "1600-01-01T00:00:00Z", text="1600"), response("q", "2300-01-01T00:00:00Z")]
+ARRIVALS = {
+    "in-order": NEAR,
+    "reversed": NEAR[::-1],
+    "shuffled": [NEAR[i] for i in (3, 0, 6, 2, 5, 1, 4)],
+    "far-years": [*NEAR[:3], *FAR, *NEAR[3:]],
+}
+READ_AFTER = [
+    None,
+    "2026-06-07T14:03:22Z",
+    "2026-06-07T14:03:23Z",
+    "1550-01-01T00:00:00Z",
+    "2350-01-01T00:00:00Z",
+]
+READ_METHODS = [(), ("user.prompt.submit",), ("session.*", "assistant.response")]
+READ_LAST = [None, 1, 2, 100]
+
+
+@pytest.mark.parametrize("arrival", sorted(ARRIVALS))
+@pytest.mark.parametrize("crate_rows", [False, True], ids=["ours", "half-by-the-crate-later"])
+async def test_every_combination_of_after_methods_and_last_reads_as_the_whole_session_sorted(
+    store: SqliteStore, db: Path, arrival: str, crate_rows: bool
+) -> None:
+    sent = ARRIVALS[arrival]
+    ours = sent[: len(sent) // 2] if crate_rows else sent
+    await store.write(events(*ours), [])
+    write_like_the_crate(db, *sent[len(ours) :])  # keyed by the first read
+    for after in READ_AFTER:
+        for methods_ in READ_METHODS:
+            for last in READ_LAST:
+                after_ns = None if after is None else parse_instant(after)
+                payloads = await store.read_session("q", SessionQuery(after_ns, methods_, last))
+                assert [json.loads(p) for p in payloads] == expected_read(sent, after, methods_, last), (
+                    after,
+                    methods_,
+                    last,
+                )
+
+
+async def steps_of(store: SqliteStore, session_id: str, query: SessionQuery) -> int:
+    """SQLite VM instructions (in tens) one read takes: a seek is one instruction, however
+    deep the B-tree, so a read that visits only what it returns costs the same on any size."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    await store.db.set_progress_handler(count, 10)
+    try:
+        await store.read_session(session_id, query)
+    finally:
+        await store.db.set_progress_handler(None, 10)  # type: ignore[arg-type]  # None removes it
+    return steps
+
+
+async def test_last_after_and_methods_with_last_cost_the_same_on_a_session_of_any_length(
+    store: SqliteStore,
+) -> None:
+    def session(session_id: str, turns: int) -> list[Event]:
+        stamps = (
+            f"2026-06-07T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z" for n in range(2 * turns + 2)
+        )
+        turn = [init(session_id, next(stamps))]
+        for n in range(turns):
+            turn += [prompt(session_id, next(stamps), text=f"q{n}"), response(session_id, next(stamps))]
+        return events(*turn, stop(session_id, next(stamps)))
+
+    await store.write(session("small", 5), [])
+    long = session("large", 2000)
+    for start in range(0, len(long), INDEX_INLINE_EVENTS):  # indexed for search as they come
+        await store.write(long[start : start + INDEX_INLINE_EVENTS], [])
+    for small_query, large_query in [
+        (SessionQuery(last=1), SessionQuery(last=1)),
+        (SessionQuery(last=3), SessionQuery(last=3)),
+        (
+            SessionQuery(after_ns=parse_ns("2026-06-07T00:00:08Z")),
+            SessionQuery(after_ns=parse_ns("2026-06-07T01:06:38Z")),
+        ),
+        (SessionQuery(methods=("session.*",), last=1), SessionQuery(methods=("session.*",), last=1)),
+        (SessionQuery(methods=("user.*",), last=2), SessionQuery(methods=("user.*",), last=2)),
+    ]:
+        read = await store.read_session("small", small_query), await store.read_session("large", large_query)
+        assert len(read[0]) == len(read[1]) > 0
+        # A read of every row of "large" takes thousands; a little slack for other work.
+        assert await steps_of(store, "large", large_query) <= await steps_of(store, "small", small_query) + 20
+
+
 # --- list, count, delete -------------------------------------------------------------------
 
 
@@ -367,6 +471,64 @@ async def test_sessions_list_newest_activity_first_with_limit_before_and_text(st
     assert await ids(text="PARSER") == ["new"]
     assert await ids(text="m", limit=1) == ["mid"]  # "m": the id "mid" and model "m" of old
     assert await store.count_sessions() == 3
+
+
+async def test_a_text_filter_reads_page_by_page_through_equal_instants_until_the_limit(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "LIST_PAGE", 3)  # pages end between sessions of one instant
+    await store.write(
+        events(*(init(f"s{n:02d}", T2) for n in range(20)), init("late", T4), init("early", T1)), []
+    )
+
+    async def ids(**filters: Any) -> list[str]:
+        return [s.session_id for s in await store.list_sessions(ListQuery(**filters))]
+
+    same_instant = [f"s{n:02d}" for n in range(19, -1, -1)]  # ties: by id, descending
+    assert await ids() == ["late", *same_instant, "early"]
+    assert await ids(limit=7) == ["late", *same_instant[:6]]
+    assert await ids(text="1", limit=4) == ["s19", "s18", "s17", "s16"]
+    assert await ids(text="s0") == [f"s0{n}" for n in range(9, -1, -1)]
+    assert await ids(text="s0", before_ns=parse_ns(T4), limit=2) == ["s09", "s08"]
+    assert await ids(before_ns=parse_ns(T2)) == ["early"]
+    assert await ids(text="nobody", limit=5) == []
+
+
+async def test_the_session_count_is_the_number_of_sessions_listed(store: SqliteStore, db: Path) -> None:
+    await store.write(events(init("a", T1), prompt("a", T2), init("b", T3)), [])
+    write_like_the_crate(db, init("by-the-crate", T4), prompt("a", T5))
+    with closing(sqlite3.connect(db)) as crate:  # a session of nothing readable: never served
+        crate.execute(rust_crate.INSERT, ("unreadable", "{not json", 0))
+        crate.commit()
+    assert await store.count_sessions() == 3
+    assert sorted(s.session_id for s in await store.list_sessions(ListQuery())) == ["a", "b", "by-the-crate"]
+    await store.delete_session("b")
+    assert await store.count_sessions() == 2
+
+
+async def test_a_schema_3_file_gets_the_reading_index_under_the_rust_crates_name(db: Path) -> None:
+    with closing(sqlite3.connect(db)) as old:
+        for script in MIGRATIONS[:3]:
+            old.executescript(script)
+        old.execute("PRAGMA user_version = 3")
+    write_like_the_crate(db, prompt("v3", T2), init("v3", T1))  # out of order, unkeyed
+    async with opened(db) as store:
+        assert methods(await store.read_session("v3", SessionQuery(last=1))) == ["user.prompt.submit"]
+        assert await store.count_sessions() == 1
+    assert query(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    columns = [name for _, _, name in query(db, "PRAGMA index_info(idx_events_session_id)")]
+    assert columns == ["session_id", "timestamp_ns"]
+    write_like_the_crate(db, stop("v3", T3))  # the crate's open leaves the index alone
+    assert [name for _, _, name in query(db, "PRAGMA index_info(idx_events_session_id)")] == columns
+    crate = rust_crate.open_like_the_crate(db)
+    try:
+        assert [e["method"] for e in rust_crate.get_session(crate, "v3")] == [
+            "session.init",
+            "user.prompt.submit",
+            "session.stop",
+        ]
+    finally:
+        crate.close()
 
 
 async def test_a_summary_carries_model_status_usage_and_instants(store: SqliteStore) -> None:
@@ -397,7 +559,9 @@ async def test_delete_removes_a_sessions_events_summary_and_search_entries_only(
 # --- search --------------------------------------------------------------------------------
 
 
-async def test_search_finds_every_term_newest_first_with_seq_snippet_and_limit(store: SqliteStore) -> None:
+async def test_search_finds_every_term_latest_stored_first_with_seq_snippet_and_limit(
+    store: SqliteStore,
+) -> None:
     await store.write(
         events(
             prompt("a", T1, text="the blue whale"),
@@ -412,7 +576,7 @@ async def test_search_finds_every_term_newest_first_with_seq_snippet_and_limit(s
         ("b", 3, T2, "a [BLUE] [whale] song"),
         ("a", 1, T1, "the [blue] [whale]"),
     ]
-    assert [h.seq for h in await store.search(SearchQuery(terms=("blue",), limit=2))] == [4, 2]
+    assert [h.seq for h in await store.search(SearchQuery(terms=("blue",), limit=2))] == [4, 3]
     assert [h.seq for h in await store.search(SearchQuery(terms=("blue",), session_id="a"))] == [2, 1]
     assert await store.search(SearchQuery(terms=("nowhere",))) == []
 

@@ -1,0 +1,168 @@
+"""The SQLite search index (sqlite_search) in-process: caught up in the background after a
+flood, searched from what it holds plus the newest events it has not reached, latest
+stored first, and per session through that session's events only."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rust_crate
+from events import line, prompt
+
+from sidecar.events import stored_keys
+from sidecar.store.base import Event, SearchQuery
+from sidecar.store.sqlite import INDEX_INLINE_EVENTS, SqliteStore
+from sidecar.store.sqlite_search import TAIL_SCAN_EVENTS
+
+CATCH_UP_WAIT_S = 60.0
+T1 = "2026-06-07T14:03:21Z"
+
+
+def event(message: dict[str, Any]) -> Event:
+    payload = line(message)
+    keys = stored_keys(payload)
+    assert keys is not None
+    return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
+
+
+def events(*messages: dict[str, Any]) -> list[Event]:
+    return [event(message) for message in messages]
+
+
+@pytest.fixture
+async def store(db: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def indexed_upto(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT indexed_upto FROM search_progress").fetchone()[0])
+
+
+async def caught_up(store: SqliteStore) -> None:
+    await asyncio.wait_for(store.search_caught_up(), CATCH_UP_WAIT_S)
+
+
+async def test_a_flood_is_indexed_in_the_background_without_a_search(store: SqliteStore, db: Path) -> None:
+    flood = events(*(prompt("f", T1, text=f"flood{n} common") for n in range(3 * INDEX_INLINE_EVENTS)))
+    seqs = await store.write(flood, [])
+    await caught_up(store)
+    assert indexed_upto(db) == seqs[-1]
+    [hit] = await store.search(SearchQuery(terms=("flood0",)))
+    assert hit.seq == seqs[0]
+
+
+async def test_while_the_index_catches_up_a_search_sees_it_and_the_newest_unindexed_events(
+    store: SqliteStore, db: Path
+) -> None:
+    await store.write(events(prompt("s", T1, text="heron indexed")), [])
+    # Another process writes more than a search scans (the indexer is not woken by it).
+    crate = rust_crate.open_like_the_crate(db)
+    try:
+        rust_crate.insert(crate, prompt("s", T1, text="heron in between"))
+        for n in range(TAIL_SCAN_EVENTS):
+            rust_crate.insert(
+                crate, prompt("s", T1, text=f"filler {n}" if n < TAIL_SCAN_EVENTS - 1 else "heron new")
+            )
+    finally:
+        crate.close()
+    meanwhile = await store.search(SearchQuery(terms=("heron",)))
+    assert [h.snippet for h in meanwhile] == ["[heron] new", "[heron] indexed"]
+    await caught_up(store)  # the search woke the indexer
+    after = await store.search(SearchQuery(terms=("heron",)))
+    assert [h.snippet for h in after] == ["[heron] new", "[heron] in between", "[heron] indexed"]
+    assert [h.method for h in after] == ["user.prompt.submit"] * 3
+
+
+async def test_hits_are_latest_stored_first_whatever_their_instants(store: SqliteStore) -> None:
+    late, early = "2026-06-07T15:00:00Z", "2026-06-07T09:00:00Z"
+    await store.write(events(prompt("a", late, text="kite one")), [])
+    await store.write(events(prompt("b", early, text="kite two")), [])
+    assert [h.snippet for h in await store.search(SearchQuery(terms=("kite",)))] == [
+        "[kite] two",
+        "[kite] one",
+    ]
+
+
+async def test_a_session_filter_finds_that_sessions_hits_latest_first_up_to_the_limit(
+    store: SqliteStore,
+) -> None:
+    # Interleaved sessions, indexed by the background indexer, hits spread over many probes.
+    batch = []
+    for n in range(600):
+        batch.append(event(prompt("mine", T1, text=f"owl {n}" if n % 7 == 0 else f"other {n}")))
+        batch.append(event(prompt("theirs", T1, text=f"owl {n}")))
+    await store.write(batch, [])
+    await caught_up(store)
+    mine = [n for n in range(600) if n % 7 == 0]
+    hits = await store.search(SearchQuery(terms=("owl",), session_id="mine", limit=50))
+    assert [h.snippet for h in hits] == [f"[owl] {n}" for n in reversed(mine)][:50]
+    assert {h.session_id for h in hits} == {"mine"}
+    every = await store.search(SearchQuery(terms=("owl",), session_id="mine", limit=1000))
+    assert len(every) == len(mine)
+    assert await store.search(SearchQuery(terms=("owl",), session_id="nobody")) == []
+
+
+async def test_a_store_closed_during_a_catch_up_finishes_it_when_opened_again(db: Path) -> None:
+    store = SqliteStore(db)
+    await store.open()
+    flood = events(*(prompt("c", T1, text=f"word{n}") for n in range(4 * TAIL_SCAN_EVENTS)))
+    seqs = await store.write(flood, [])
+    await store.close()
+    assert indexed_upto(db) < seqs[-1]  # a flood waits for the writer to pause
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        await caught_up(store)
+        assert indexed_upto(db) == seqs[-1]
+        [hit] = await store.search(SearchQuery(terms=("word0",)))
+        assert hit.seq == seqs[0]
+    finally:
+        await store.close()
+
+
+async def test_a_writer_in_another_connection_is_never_locked_out_while_the_index_catches_up(
+    store: SqliteStore, db: Path
+) -> None:
+    """In-process stand-in for the Rust crate: a thread writing through its own connection
+    with a short busy timeout, one row per transaction, until the flood is indexed."""
+    flood = events(*(prompt("w", T1, text=f"busy words {n}") for n in range(20_000)))
+    last = (await store.write(flood, []))[-1]
+    failures: list[str] = []
+    stop = threading.Event()  # a bound, should the index never get there
+
+    def write_until_the_flood_is_indexed() -> int:
+        writes = 0
+        with closing(sqlite3.connect(db, timeout=0.5, isolation_level=None)) as crate:
+            while not stop.is_set():
+                try:
+                    rust_crate.insert(crate, prompt("crate", T1, text=f"crate {writes}"))
+                    writes += 1
+                    progress = crate.execute("SELECT indexed_upto FROM search_progress").fetchone()
+                except sqlite3.OperationalError as exc:
+                    failures.append(str(exc))
+                    continue
+                if progress[0] >= last:
+                    break
+        return writes
+
+    writer = asyncio.get_running_loop().run_in_executor(None, write_until_the_flood_is_indexed)
+    try:
+        writes = await asyncio.wait_for(asyncio.shield(writer), CATCH_UP_WAIT_S)
+    finally:
+        stop.set()
+        await writer
+    assert failures == [] and writes > 0
+    assert indexed_upto(db) >= last
