@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sidecar.events import stored_keys
+from sidecar.store.base import Event
 from sidecar.timestamps import parse_instant
 
 VECTORS = Path(__file__).resolve().parent / "data" / "events.ndjson"  # a copy of the shared vectors
@@ -122,6 +124,18 @@ def vectors() -> list[bytes]:
 
 def line(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event(message: dict[str, Any]) -> Event:
+    """A message as a store receives it from ingest: its line and the keys read from it."""
+    payload = line(message)
+    keys = stored_keys(payload)
+    assert keys is not None
+    return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
+
+
+def events(*messages: dict[str, Any]) -> list[Event]:
+    return [event(message) for message in messages]
 
 
 def stored_form(method: str, params: bytes) -> bytes:

@@ -15,11 +15,10 @@ from typing import Any
 import asyncpg
 import pytest
 from daemon import Daemon
-from events import init, line, notification, prompt, response, stop
+from events import event, init, notification, prompt, response, stop
 from pg_server import PostgresServer, fetch
 
 from sidecar import cli
-from sidecar.events import stored_keys
 from sidecar.store.base import Event, ListQuery, Rejected, SearchQuery, SessionQuery, StoreFailure
 from sidecar.store.memory import MemoryStore
 from sidecar.store.postgres import SCHEMA_VERSION, PostgresStore, redact
@@ -30,13 +29,6 @@ from sidecar.timestamps import parse_instant
 def ts(second: float) -> str:
     whole, fraction = divmod(round(second * 1_000_000_000), 1_000_000_000)
     return f"2026-06-07T14:{whole // 60:02d}:{whole % 60:02d}.{fraction:09d}Z"
-
-
-def event(message: dict[str, Any]) -> Event:
-    payload = line(message)
-    keys = stored_keys(payload)
-    assert keys is not None
-    return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
 
 
 def tool_result(session_id: str, timestamp: str, text: str) -> dict[str, Any]:

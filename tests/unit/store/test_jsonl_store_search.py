@@ -10,18 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from events import init, line, prompt
+from events import event, init, prompt
 
-from sidecar.events import stored_keys
-from sidecar.store.base import Event, ListQuery, SearchQuery, SessionQuery, StoreFailure
+from sidecar.store.base import ListQuery, SearchQuery, SessionQuery, StoreFailure
 from sidecar.store.jsonl import JsonlStore
-
-
-def event(message: dict[str, Any]) -> Event:
-    payload = line(message)
-    keys = stored_keys(payload)
-    assert keys is not None
-    return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
 
 
 @pytest.fixture

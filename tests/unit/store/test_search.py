@@ -9,21 +9,13 @@ from contextlib import closing
 from typing import Any
 
 import pytest
-from events import init, line, notification, prompt, response, stop
+from events import event, init, line, notification, prompt, response, stop
 
-from sidecar.events import stored_keys
-from sidecar.store.base import Event, SearchQuery
+from sidecar.store.base import SearchQuery
 from sidecar.store.search import SNIPPET_WORDS, query_terms, scan, searchable, snippet
 
 T1, T2, T3 = (f"2026-06-07T14:03:2{n}Z" for n in range(1, 4))
 COUNTING = " ".join(f"w{n}" for n in range(40))
-
-
-def event(message: dict[str, Any]) -> Event:
-    payload = line(message)
-    keys = stored_keys(payload)
-    assert keys is not None
-    return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
 
 
 def text_of(message: dict[str, Any]) -> str | None:

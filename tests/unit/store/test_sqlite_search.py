@@ -10,30 +10,17 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import pytest
 import rust_crate
-from events import line, prompt
+from events import event, events, prompt
 
-from sidecar.events import stored_keys
-from sidecar.store.base import Event, SearchQuery
+from sidecar.store.base import SearchQuery
 from sidecar.store.sqlite import INDEX_INLINE_EVENTS, SqliteStore
 from sidecar.store.sqlite_search import TAIL_SCAN_EVENTS
 
 CATCH_UP_WAIT_S = 60.0
 T1 = "2026-06-07T14:03:21Z"
-
-
-def event(message: dict[str, Any]) -> Event:
-    payload = line(message)
-    keys = stored_keys(payload)
-    assert keys is not None
-    return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
-
-
-def events(*messages: dict[str, Any]) -> list[Event]:
-    return [event(message) for message in messages]
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ from typing import Any
 import msgspec
 import pytest
 import rust_crate
-from events import expected_read, init, line, notification, prompt, response, stop
+from events import event, events, expected_read, init, notification, prompt, response, stop
 
-from sidecar.events import stored_keys
 from sidecar.store import sqlite as sqlite_store
 from sidecar.store.base import Event, ListQuery, Rejected, SearchQuery, SessionQuery, StoreFailure
 from sidecar.store.sqlite import INDEX_INLINE_EVENTS, MIGRATIONS, ROWS_PER_INSERT, SCHEMA_VERSION, SqliteStore
@@ -27,17 +26,6 @@ from sidecar.timestamps import parse_instant, parse_ns
 
 T1, T2, T3, T4, T5, T6 = (f"2026-06-07T14:03:2{n}Z" for n in range(1, 7))
 TABLES = {"events", "quarantine", "sessions", "search_index", "search_progress"}
-
-
-def event(message: dict[str, Any]) -> Event:
-    payload = line(message)
-    keys = stored_keys(payload)
-    assert keys is not None
-    return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
-
-
-def events(*messages: dict[str, Any]) -> list[Event]:
-    return [event(message) for message in messages]
 
 
 def methods(payloads: Sequence[bytes]) -> list[str]:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from events import USAGE_CHARS, fork, init, line, notification, prompt, response, stop
+from events import USAGE_CHARS, event, fork, init, notification, prompt, response, stop
 
-from sidecar.events import stored_keys
 from sidecar.store.base import Event, ListQuery
 from sidecar.store.summary import TITLE_CHARS, Tally, format_ns, newest_first, tally_events
 from sidecar.timestamps import parse_ns
 
 T1, T2, T3, T4 = (f"2026-06-07T14:03:2{n}Z" for n in range(1, 5))
-
-
-def event(message: dict[str, Any]) -> Event:
-    payload = line(message)
-    keys = stored_keys(payload)
-    assert keys is not None
-    return Event(keys.session_id, payload, keys.timestamp_ns, keys.method)
 
 
 def init_with(session_id: str, timestamp: str, model: str, provider: str) -> dict[str, Any]:
