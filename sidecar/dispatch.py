@@ -195,7 +195,7 @@ class Dispatcher:
         if not is_request:
             return None
         if isinstance(result, EncodedElements):
-            return protocol.elements_result_response(request_id, result)
+            return protocol.elements_result_response(request_id, result.text)
         return protocol.result_response(request_id, result)
 
     def _event(self, method: str, params: msgspec.Raw, request_id: Any, is_request: bool) -> Reply:
