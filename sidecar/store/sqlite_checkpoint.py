@@ -96,7 +96,8 @@ class Checkpointer:
                         break
                     waiting.append(more)
                 if connection is not None:
-                    self._checkpoint(connection)
+                    # Only one the writer waits for runs with no write of ours in progress.
+                    self._checkpoint(connection, quiet=any(done is not None for done in waiting))
                 for done in waiting:
                     if done is not None:
                         self._settle(done)
@@ -104,13 +105,17 @@ class Checkpointer:
             if connection is not None:
                 connection.close()
 
-    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+    def _checkpoint(self, connection: sqlite3.Connection, *, quiet: bool) -> None:
+        """`quiet`: the writer waits for this one. Only then does "all copied" mean the next
+        write starts the WAL over: a write in progress began its read of the WAL before the
+        copy ended, and appends to it (a background checkpoint beside a steady stream of
+        commits finds all copied every time, while the WAL grew to gigabytes)."""
         try:
             busy, pages, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             log.debug("checkpoint of %s failed: %s", self._path, exc)
             return
-        if not busy and pages == copied:  # the next write starts the WAL over
+        if quiet and not busy and pages == copied:
             self._wal_pages, self._limit = 0, WAL_LIMIT_PAGES
         else:
             self._wal_pages = max(pages, 0)

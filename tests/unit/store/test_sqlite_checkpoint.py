@@ -6,8 +6,10 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from events import line, prompt
 
+from sidecar.store import sqlite_checkpoint
 from sidecar.store.base import Event
 from sidecar.store.sqlite import SqliteStore
 from sidecar.store.sqlite_checkpoint import CHECKPOINT_BYTES, Checkpointer
@@ -56,5 +58,33 @@ async def test_a_flood_written_by_the_store_reaches_the_database_file_through_it
         await store.write(flood, [])
         await store._checkpointer.checkpoint()  # after the one the commit asked for
         assert db.stat().st_size > CHECKPOINT_BYTES  # in the database file, not only the WAL
+    finally:
+        await store.close()
+
+
+async def test_the_wal_starts_over_under_a_steady_stream_of_commits(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_checkpoint, "CHECKPOINT_BYTES", 16 * 1024)
+    monkeypatch.setattr(sqlite_checkpoint, "WAL_LIMIT_PAGES", 64)
+    text = "x" * 4000
+    store = SqliteStore(db)
+    await store.open()
+    written = 0
+    try:
+        for batch in range(40):
+            events = [
+                Event(
+                    "c",
+                    line(prompt("c", T, text=f"{batch} {n} {text}")),
+                    batch * 100 + n,
+                    "user.prompt.submit",
+                )
+                for n in range(25)
+            ]
+            written += sum(len(event.payload) for event in events)
+            await store.write(events, [])
+        wal = db.with_name(db.name + "-wal").stat().st_size
+        assert wal < written / 2  # it would hold every batch had it never started over
     finally:
         await store.close()
