@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from itertools import chain, repeat
 from operator import add, attrgetter
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import aiosqlite
 import msgspec
@@ -43,6 +43,7 @@ from sidecar.store.search import searchable
 from sidecar.store.sqlite_checkpoint import Checkpointer
 from sidecar.store.sqlite_search import SearchIndexer
 from sidecar.store.sqlite_search import search as search_index
+from sidecar.store.sqlite_setup import prepare, statements
 from sidecar.store.summary import DETAIL_METHODS, Tally
 from sidecar.timestamps import MAX_NS, MIN_NS, clamp
 
@@ -180,6 +181,7 @@ class SqliteStore(Store):
         self._data_version = -1  # of the database when _title_ns was last valid
         self._indexer = SearchIndexer(lambda: self.db, self._write_lock)
         self._checkpointer = Checkpointer(path)
+        self._found_schema = (0, False)  # (version, now current), by the connection's factory
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -196,8 +198,12 @@ class SqliteStore(Store):
             create_private_file(self.path)
             # "IMMEDIATE": an INSERT outside a transaction opens one taking the write lock
             # at once; reads never open one. Migrations and backfills BEGIN explicitly.
+            # Set up by the factory on the connection's thread, in one trip (sqlite_setup).
             connection = aiosqlite.connect(
-                self.path, isolation_level="IMMEDIATE", cached_statements=CACHED_STATEMENTS
+                self.path,
+                isolation_level="IMMEDIATE",
+                cached_statements=CACHED_STATEMENTS,
+                factory=self._prepared_connection,
             )
             try:
                 self._db = await connection
@@ -209,41 +215,39 @@ class SqliteStore(Store):
                     await asyncio.to_thread(thread.join, 5.0)
                 raise
             self._db.text_factory = bytes  # payloads go to the wire as they are, undecoded
-            await self.db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            await self._enter_wal_mode()
-            await self.db.execute(f"PRAGMA synchronous = {self._synchronous}")
-            # A batch's pages stay in the cache until its commit instead of spilling into
-            # the WAL midway (the default is 2 MiB); the checkpoints run on their own thread.
-            await self.db.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
-            await self.db.execute("PRAGMA wal_autocheckpoint = 0")
-            await self._migrate()
+            found, current = self._found_schema
+            if not current:
+                await self._migrate()
+            elif found < SCHEMA_VERSION:
+                log.info("migrated %s from schema %d to %d", self.path, found, SCHEMA_VERSION)
         except (OSError, sqlite3.Error) as exc:
             raise StoreFailure(f"cannot open {self.path}: {exc}") from exc
 
-    async def _enter_wal_mode(self) -> None:
-        """Switch to WAL, waiting up to the lock timeout. SQLite answers a journal-mode
-        change "database is locked" at once, without its busy handler, while another
-        connection is creating or converting the same file: two daemons started together
-        on a new file would otherwise see one of them exit 3."""
-        deadline = time.monotonic() + self._busy_timeout_ms / 1000
-        delay = 0.001
-        while True:
-            try:
-                await self.db.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+    def _prepared_connection(self, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        """sqlite3.connect's factory, on the connection's thread: the connection set up and
+        a new file's schema created there (sqlite_setup.prepare)."""
+        connection = sqlite3.Connection(*args, **kwargs)
+        try:
+            self._found_schema = prepare(
+                connection,
+                busy_timeout_ms=self._busy_timeout_ms,
+                synchronous=self._synchronous,
+                cache_kib=PAGE_CACHE_KIB,
+                migrations=MIGRATIONS,
+            )
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     async def _migrate(self) -> None:
+        """From an older schema: its rows are keyed and summarised here, in one transaction."""
         async with self._write_lock:
             await self.db.execute("BEGIN IMMEDIATE")
             try:
                 version = await self._scalar("PRAGMA user_version")
                 for step in range(version, SCHEMA_VERSION):
-                    for statement in _statements(MIGRATIONS[step]):
+                    for statement in statements(MIGRATIONS[step]):
                         await self.db.execute(statement)
                 # Files before 3 are keyed and summarised whole; in later ones, rows the crate
                 # added are keyed and summarised by the next read, as they are at any time.
@@ -640,10 +644,6 @@ def _flat_rows(events: Sequence[Event], created_ms: int, per_insert: int) -> lis
         list(chain.from_iterable(map(add, map(astuple, events[start : start + per_insert]), created)))
         for start in range(0, len(events), per_insert)
     ]
-
-
-def _statements(script: str) -> list[str]:
-    return [statement.strip() for statement in script.split(";") if statement.strip()]
 
 
 def _session_sql(session_id: str, query: SessionQuery, *, exact: bool) -> tuple[str, tuple[object, ...]]:
