@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import rust_crate
 from reliability import PolledDaemon, SqliteReader, stored_event
 
 pytestmark = pytest.mark.reliability
@@ -295,11 +296,14 @@ def test_a_file_read_only_at_start_gives_32001_and_its_events_are_stored_once_it
     assert len(SqliteReader(db).events()) == 2
 
 
-def test_a_lock_held_while_the_daemon_starts_past_the_timeout_exits_3_naming_it(tmp_path: Path) -> None:
-    """A decision: before its schema is known the store cannot serve, so a start-up that
-    cannot take the lock within --lock-timeout fails fast and says why (the runtime may
-    retry); the same lock while running gives -32001 and a retry (tested above)."""
-    db = created(tmp_path / "sessions.db")
+def test_a_lock_held_while_the_daemon_starts_on_an_old_file_past_the_timeout_exits_3_naming_it(
+    tmp_path: Path,
+) -> None:
+    """A decision: a file that needs migrating cannot be served before it is migrated, so a
+    start-up that cannot take the lock within --lock-timeout fails fast and says why (the
+    runtime may retry); the same lock while running gives -32001 and a retry (tested above)."""
+    db = tmp_path / "sessions.db"
+    rust_crate.open_like_the_crate(db).close()  # schema 1: the daemon must migrate it
     holder = sqlite3.connect(db, isolation_level=None)
     try:
         holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
@@ -308,3 +312,23 @@ def test_a_lock_held_while_the_daemon_starts_past_the_timeout_exits_3_naming_it(
             assert "cannot open" in daemon.stderr and "database is locked" in daemon.stderr
     finally:
         holder.close()
+
+
+def test_a_lock_held_while_the_daemon_starts_on_a_current_file_delays_writes_not_the_start(
+    tmp_path: Path,
+) -> None:
+    """A current file needs no lock to open (its schema version is read without one): the
+    daemon starts, answers -32001 while the lock is held, and stores everything once it clears."""
+    db = created(tmp_path / "sessions.db")
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with PolledDaemon(db, "--lock-timeout", "0.2") as daemon:
+            daemon.send_raw(event(1) + b"\n")
+            assert daemon.request("storage.flush")["error"]["code"] == -32001
+            holder.execute("COMMIT")
+            assert daemon.result("storage.flush") == {"seq": 2}
+            assert daemon.close() == 0
+    finally:
+        holder.close()
+    assert [payload for _, payload in SqliteReader(db).events()] == [event(0), event(1)]
