@@ -1,7 +1,8 @@
 """Group commit: events accumulate while one commit is in flight, then go in the next.
 
 The batch size adapts to load: an idle store commits a lone event at once, a busy one
-takes everything that arrived during the previous commit in one transaction. When the
+takes what arrived during the previous commit in one transaction, up to half the pending
+bounds (so the reader goes on reading while it commits). When the
 store fails, the batch is kept (bounded) and retried with backoff; nothing is dropped.
 Knows the store interface only, not which backend or the wire.
 """

@@ -1,9 +1,10 @@
 """SQLite backend through aiosqlite, compatible both ways with microagents-storage 0.1.0.
 
 The Rust crate's table is kept as is (user_version 1); version 2 adds the ordering key
-and method as columns, one index that serves both crates' queries, and the quarantine.
-Rows the Rust crate inserts later (naming only its three columns) get their keys filled
-in before a read.
+and method as columns and the quarantine, 3 the per-session summaries and the search
+index, 4 widens the crate's session index to (session_id, timestamp_ns) for reads in
+answer order. Rows the Rust crate inserts later (naming only its three columns) get their
+keys filled in before a read.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS idx_events_session_id ON events(session_id);
 """
 # The ordering key (the instant, clamped to int64) and the method as columns, for reads
-# (schema 4 indexes them). Rows the Rust crate inserts have no keys yet; the partial
+# (schema 4 indexes the instant). Rows the Rust crate inserts have no keys yet; the partial
 # index finds them without touching the others, and our inserts (always keyed) never
 # touch it.
 _ORDERING_SCHEMA = """
@@ -191,7 +192,6 @@ class SqliteStore(Store):
 
     async def open(self) -> None:
         await self._connect()
-        self._indexer.start()  # an index left behind (a flood, an old file) catches up
 
     async def _connect(self) -> None:
         try:
@@ -308,7 +308,8 @@ class SqliteStore(Store):
                     await self._summarise("id BETWEEN ? AND ?", (last - len(events) + 1, last), events)
                     await self._index_batch(events, last)
                 await self.db.commit()
-                self._checkpointer.committed(sum(map(len, map(_payload, events))))
+                written = sum(map(len, map(_payload, events))) + sum(len(r.line) for r in rejected)
+                self._checkpointer.committed(written)
             except sqlite3.Error as exc:
                 await self._rollback()
                 if "readonly" in str(exc):
@@ -430,6 +431,7 @@ class SqliteStore(Store):
 
     async def search_caught_up(self) -> None:
         """Until the search index holds every event committed so far (tests, benchmarks)."""
+        self._indexer.wake()
         await self._indexer.caught_up()
 
     async def last_seq(self) -> int:

@@ -28,8 +28,8 @@ WAL_LIMIT_PAGES = 16384  # 64 MiB of 4 KiB pages
 class Checkpointer:
     """Passive checkpoints on a thread, asked for by the writer after its commits.
 
-    The writer's connection turns its automatic checkpoint off (`wal_autocheckpoint = 0`):
-    that one runs inside COMMIT and stalls the writer for the copy and the fsyncs. Other
+    The writer's connection keeps its automatic checkpoint only as a far backstop: that
+    one runs inside COMMIT and stalls the writer for the copy and the fsyncs. Other
     processes' connections keep theirs.
     """
 

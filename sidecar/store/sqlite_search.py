@@ -43,7 +43,7 @@ _BEHIND = "SELECT 1 FROM events WHERE id > (SELECT indexed_upto FROM search_prog
 _INDEX_STEP = f"""
 INSERT INTO search_index (rowid, text)
 SELECT id, text FROM (
-    SELECT id, {_TEXT_FUNCTION}(method, payload) AS text FROM events
+    SELECT id, {_TEXT_FUNCTION}(method, CAST(payload AS BLOB)) AS text FROM events
     WHERE id > (SELECT indexed_upto FROM search_progress) ORDER BY id LIMIT ?
 ) WHERE text IS NOT NULL
 """
@@ -83,14 +83,18 @@ _FIRST_PROBE, _MAX_PROBE = 256, 4096
 _Row = tuple[int, bytes, bytes | None, bytes]
 
 
-def search_text(method: str | None, payload: str | bytes) -> str | None:
-    """The indexed text of a stored event; rows the Rust crate wrote have no method yet."""
-    if method is None:
-        keys = stored_keys(payload)
-        if keys is None:
-            return None
-        method = keys.method
-    found = searchable(method, payload.encode() if isinstance(payload, str) else payload)
+def search_text(method: str | None, payload: bytes) -> str | None:
+    """The indexed text of a stored event; rows the Rust crate wrote have no method yet.
+    Never raises: inside the indexing statement, an error would stop the index at that row."""
+    try:
+        if method is None:
+            keys = stored_keys(payload)
+            if keys is None:
+                return None
+            method = keys.method
+        found = searchable(method, payload)
+    except Exception:  # a row no reader can use is not searched, as it is not served
+        return None
     return None if found is None else found[1]
 
 
@@ -193,11 +197,6 @@ class SearchIndexer:
         self._stepping = False
         self._stopping = False
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="search-indexer")
-        self.wake()
-
     async def stop(self) -> None:
         """Let a step under way commit (close drains, as aiosqlite's does), or stop the
         wait between steps; every committed step stays, and the next start goes on."""
@@ -206,13 +205,20 @@ class SearchIndexer:
             self._stopping = True
             if not self._stepping:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a bug: say so, and let the store close all the same
+                log.exception("the search indexer failed")
             self._stopping = False
         self._idle.set()
 
     def wake(self) -> None:
-        """There may be events to index (a flood, other writers, an old file)."""
+        """There may be events to index (a flood, other writers, an old file). The task
+        starts at the first wake: a store opened only to be read (the commands) never writes."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="search-indexer")
         self._idle.clear()
         self._wake.set()
 

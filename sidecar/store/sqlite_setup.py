@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
+BACKSTOP_CHECKPOINT_PAGES = 32768  # 128 MiB of 4 KiB pages: twice the checkpointer's limit
 _ANY_TABLE = "SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1"
 
 
@@ -33,7 +34,9 @@ def prepare(
     # A batch's pages stay in the cache until its commit instead of spilling into the WAL
     # midway (the default is 2 MiB); the checkpoints run on their own thread.
     connection.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
-    connection.execute("PRAGMA wal_autocheckpoint = 0")
+    # The checkpoints run on their own thread (sqlite_checkpoint); SQLite's own, inside
+    # COMMIT, stays only as a backstop for a WAL that grows by writes they are not told of.
+    connection.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_CHECKPOINT_PAGES}")
     version = _user_version(connection)
     if version != 0:  # versions only rise: no lock needed to see this one is not new
         return version, version >= len(migrations)

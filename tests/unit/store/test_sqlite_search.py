@@ -153,3 +153,16 @@ async def test_a_writer_in_another_connection_is_never_locked_out_while_the_inde
         await writer
     assert failures == [] and writes > 0
     assert indexed_upto(db) >= last
+
+
+async def test_a_row_no_reader_can_decode_does_not_stop_the_index_at_it(store: SqliteStore, db: Path) -> None:
+    with closing(sqlite3.connect(db, isolation_level=None)) as foreign:  # not valid UTF-8
+        foreign.execute(
+            "INSERT INTO events (session_id, payload, created_at) VALUES ('x', CAST(x'7bff' AS TEXT), 0)"
+        )
+    flood = events(*(prompt("after", T1, text=f"later{n}") for n in range(3 * INDEX_INLINE_EVENTS)))
+    seqs = await store.write(flood, [])
+    await caught_up(store)
+    assert indexed_upto(db) == seqs[-1]
+    [hit] = await store.search(SearchQuery(terms=("later0",)))
+    assert hit.seq == seqs[0]
