@@ -8,8 +8,11 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import closing
+from itertools import count, islice
 from pathlib import Path
+from typing import BinaryIO
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
@@ -85,3 +88,29 @@ def report(title: str, rows: list[tuple[str, str]]) -> None:
 
 def verdict(what: str, value: float, target: str, met: bool) -> None:
     print(f"  {what} = {value:.2f} (target {target}): {'target met' if met else 'target missed'}")
+
+
+SESSION_KEY = b'"session_id":"sess-'  # how gen_stream.py's session ids begin
+LINES_PER_WRITE = 1000
+
+
+def renamed(path: Path, prefix: bytes) -> Iterator[bytes]:
+    """The lines of a stream, each session id prefixed with `prefix`."""
+    new_key = b'"session_id":"' + prefix + b"sess-"
+    with path.open("rb") as lines:
+        for line in lines:
+            yield line.replace(SESSION_KEY, new_key, 1)
+
+
+def cycles(path: Path, times: int | None = None) -> Iterator[bytes]:
+    """A stream's lines `times` over (None: for ever), each cycle's session ids its own."""
+    for cycle in range(times) if times is not None else count():
+        yield from renamed(path, b"c%d-" % cycle)
+
+
+def feed(pipe: BinaryIO, lines: Iterator[bytes]) -> None:
+    """Write lines into a daemon's stdin as they come (blocks while the pipe is full: the
+    daemon's backpressure), then close it."""
+    while chunk := list(islice(lines, LINES_PER_WRITE)):
+        pipe.write(b"".join(chunk))
+    pipe.close()

@@ -18,33 +18,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from common import GEN_STREAM, OUT, count_rows, median, report, stream, verdict
+from common import GEN_STREAM, OUT, count_rows, cycles, feed, median, renamed, report, stream, verdict
 
 CYCLES = 25
 BIG = 100_000
-LINES_PER_WRITE = 1000
-SESSION_KEY = b'"session_id":"sess-'
 
 
 def produce(big: Path, cycled: Path) -> Iterator[bytes]:
     """The big session, then the stream's lines CYCLES times, ids prefixed with the cycle."""
-    with big.open("rb") as lines:
-        yield from (line.replace(SESSION_KEY, b'"session_id":"big-sess-', 1) for line in lines)
-    for cycle in range(CYCLES):
-        renamed = b'"session_id":"c%d-sess-' % cycle
-        with cycled.open("rb") as lines:
-            for line in lines:
-                yield line.replace(SESSION_KEY, renamed, 1)
-
-
-def feed(pipe: BinaryIO, lines: Iterator[bytes]) -> None:
-    while chunk := list(islice(lines, LINES_PER_WRITE)):
-        pipe.write(b"".join(chunk))
-    pipe.close()
+    yield from renamed(big, b"big-")
+    yield from cycles(cycled, CYCLES)
 
 
 def spawn(db: Path, source: Path | None, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:

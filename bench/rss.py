@@ -15,18 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import closing
-from itertools import count, islice
+from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
-from common import count_rows, fresh_db, median, report, stream, verdict
+from common import count_rows, cycles, feed, fresh_db, median, report, stream, verdict
 
 EVENTS = 5_000_000
 TARGET_MB = 64.0
-LINES_PER_WRITE = 1000
-SESSION_KEY = b'"session_id":"sess-'
 SAMPLE_S = 0.05  # VmHWM never falls, so a sample misses at most the last moments before exit
 
 
@@ -34,21 +31,6 @@ class Run(NamedTuple):
     peak_mb: float  # VmHWM
     rss_mb: float  # VmRSS at the last sample, near the end of the flood
     events_per_s: float  # spawn to exit
-
-
-def produce(path: Path) -> Iterator[bytes]:
-    """The stream's lines over and over, session ids prefixed with the cycle number."""
-    for cycle in count():
-        renamed = b'"session_id":"c%d-sess-' % cycle
-        with path.open("rb") as lines:
-            for line in lines:
-                yield line.replace(SESSION_KEY, renamed, 1)
-
-
-def feed(pipe: BinaryIO, lines: Iterator[bytes]) -> None:
-    while chunk := list(islice(lines, LINES_PER_WRITE)):
-        pipe.write(b"".join(chunk))  # blocks while the pipe is full: the daemon's backpressure
-    pipe.close()
 
 
 def memory_mb(pid: int) -> tuple[float, float] | None:
@@ -72,7 +54,7 @@ def run_once(path: Path, events: int, command: list[str], env: dict[str, str] | 
     start = time.perf_counter()
     proc = subprocess.Popen([*command, "--db", str(db)], stdin=subprocess.PIPE, env=env)
     assert proc.stdin is not None
-    producer = threading.Thread(target=feed, args=(proc.stdin, islice(produce(path), events)))
+    producer = threading.Thread(target=feed, args=(proc.stdin, islice(cycles(path), events)))
     producer.start()
     peak = rss = 0.0
     while proc.poll() is None:
