@@ -69,16 +69,19 @@ FROM (SELECT rowid AS id FROM search_index WHERE search_index MATCH ? AND rowid 
       ORDER BY rowid DESC LIMIT ?) AS hit
 JOIN events AS e ON e.id = hit.id ORDER BY e.id DESC
 """
-# With a session: its event ids (from its index), newest first, looked up in the FTS index
-# a chunk at a time until the limit, so the cost follows the session, not the store.
-_SESSION_IDS = "SELECT id FROM events WHERE session_id = ? AND id <= ?"
-_PROBE = """
-SELECT e.id, e.session_id, e.method, e.payload FROM events AS e
-WHERE e.id IN ({marks})
-  AND EXISTS (SELECT 1 FROM search_index WHERE search_index MATCH ? AND rowid = e.id)
-ORDER BY e.id DESC
+# With a session: its event ids (from its index) sorted newest first, then looked up one by
+# one in the FTS index until the limit, so the cost follows the session, not the store. The
+# `LIMIT -1` keeps that sorted subquery from being flattened into the join (the planner
+# would then probe every event of the session and sort the hits); the join takes its rows
+# in the subquery's order and stops at the limit.
+_IN_SESSION = """
+SELECT e.id, e.session_id, e.method, e.payload
+FROM (SELECT mine.id FROM (SELECT id FROM events WHERE session_id = ? AND id <= ?
+                           ORDER BY id DESC LIMIT -1) AS mine
+      CROSS JOIN search_index
+      WHERE search_index MATCH ? AND search_index.rowid = mine.id LIMIT ?) AS hit
+JOIN events AS e ON e.id = hit.id ORDER BY e.id DESC
 """
-_FIRST_PROBE, _MAX_PROBE = 256, 4096
 
 _Row = tuple[int, bytes, bytes | None, bytes]
 
@@ -115,30 +118,15 @@ async def search(db: aiosqlite.Connection, query: SearchQuery) -> list[SearchHit
                 return hits
     match = " ".join('"' + term.replace('"', '""') + '"' for term in query.terms)
     if session:
-        rows = await _session_rows(db, query.session_id or "", indexed_upto, match, query.limit)
+        indexed = await db.execute_fetchall(_IN_SESSION, (*session, indexed_upto, match, query.limit))
     else:
-        rows = _rows(await db.execute_fetchall(_INDEXED, (match, indexed_upto, query.limit)))
-    for row in rows:
+        indexed = await db.execute_fetchall(_INDEXED, (match, indexed_upto, query.limit))
+    for row in _rows(indexed):
         if row[0] not in seen:
             hit = _indexed_hit(row, query.terms)
             if hit is not None:
                 hits.append(hit)
     return hits[: query.limit]
-
-
-async def _session_rows(
-    db: aiosqlite.Connection, session_id: str, upto: int, match: str, limit: int
-) -> list[_Row]:
-    found = await db.execute_fetchall(_SESSION_IDS, (session_id, upto))
-    ids = sorted((row[0] for row in found), reverse=True)
-    rows: list[_Row] = []
-    at, size = 0, max(_FIRST_PROBE, 2 * limit)
-    while at < len(ids) and len(rows) < limit:
-        chunk = ids[at : at + size]
-        at, size = at + size, min(2 * size, _MAX_PROBE)
-        probe = _PROBE.format(marks=", ".join("?" * len(chunk)))
-        rows.extend(_rows(await db.execute_fetchall(probe, (*chunk, match))))
-    return rows[:limit]
 
 
 def _rows(rows: Iterable[sqlite3.Row]) -> list[_Row]:

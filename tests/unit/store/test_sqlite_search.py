@@ -166,3 +166,20 @@ async def test_a_row_no_reader_can_decode_does_not_stop_the_index_at_it(store: S
     assert indexed_upto(db) == seqs[-1]
     [hit] = await store.search(SearchQuery(terms=("later0",)))
     assert hit.seq == seqs[0]
+
+
+async def test_a_session_filter_takes_the_latest_stored_hits_whatever_their_instants(
+    store: SqliteStore,
+) -> None:
+    # Several hundred events whose instants run backwards, more hits than the limit, and
+    # another session's hits in between: the limit keeps the latest stored, not the latest instants.
+    batch = []
+    for n in range(400):
+        at = f"2026-06-07T{23 - n // 60:02d}:{59 - n % 60:02d}:00Z"
+        batch.append(event(prompt("mine", at, text=f"heron {n}" if n % 3 == 0 else f"other {n}")))
+        batch.append(event(prompt("theirs", at, text=f"heron {n}")))
+    await store.write(batch, [])
+    await caught_up(store)
+    hits = await store.search(SearchQuery(terms=("heron",), session_id="mine", limit=20))
+    assert [h.snippet for h in hits] == [f"[heron] {n}" for n in reversed(range(0, 400, 3))][:20]
+    assert {h.session_id for h in hits} == {"mine"}
