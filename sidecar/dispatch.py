@@ -47,7 +47,7 @@ _METHOD_NAMES = {m.encode(): m for m in EVENT_METHODS}
 # What a line gives back: nothing; a response line now; a Future of the line, for answers
 # that wait on a commit (the reader goes on meanwhile); or a coroutine the reader awaits
 # before the next line (storage requests, which must see every earlier message).
-Reply = bytes | asyncio.Future[bytes | None] | Coroutine[Any, Any, bytes | None] | None
+Reply = protocol.Line | asyncio.Future[bytes | None] | Coroutine[Any, Any, protocol.Line | None] | None
 
 _REJECT_LOG_EVERY_S = 10.0
 _REJECT_LOG_BURST = 10
@@ -147,7 +147,7 @@ class Dispatcher:
             if isinstance(reply, asyncio.Future):
                 acks.append(reply)
             elif reply is not None:
-                responses.append(reply)
+                responses.append(protocol.joined(reply))
         for ack in acks:  # the whole batch is answered once its events are committed
             response = await ack
             if response is not None:
@@ -178,7 +178,7 @@ class Dispatcher:
 
     async def _request(
         self, method: str, params: msgspec.Raw, raw: bytes, request_id: Any, is_request: bool
-    ) -> bytes | None:
+    ) -> protocol.Line | None:
         try:
             handler = self._methods.get(method)
             if handler is None:
@@ -195,7 +195,7 @@ class Dispatcher:
         if not is_request:
             return None
         if isinstance(result, EncodedElements):
-            return protocol.elements_result_response(request_id, result.text)
+            return protocol.elements_result_response(request_id, result.chunks)
         return protocol.result_response(request_id, result)
 
     def _event(self, method: str, params: msgspec.Raw, request_id: Any, is_request: bool) -> Reply:

@@ -100,10 +100,26 @@ def result_response(request_id: Any, result: Any) -> bytes:
     return _encode({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
-def elements_result_response(request_id: Any, elements: bytes) -> bytes:
-    """A response whose result is an array of elements already encoded and joined by
-    commas; one copy, since a session read can be megabytes of stored events."""
-    return b"".join((b'{"jsonrpc":"2.0","id":', _encode(request_id), b',"result":[', elements, b"]}"))
+# A line to write: one bytes object, or pieces written one after another (never joined:
+# a session read is megabytes, and a copy of it costs fresh pages each time).
+Line = bytes | list[bytes]
+
+
+def elements_result_response(request_id: Any, chunks: list[bytes]) -> list[bytes]:
+    """A response whose result is an array of already encoded elements, in `chunks` that
+    joined by commas are its inside."""
+    pieces = [b'{"jsonrpc":"2.0","id":' + _encode(request_id) + b',"result":[']
+    for chunk in chunks:
+        pieces += (chunk, b",")
+    if chunks:
+        pieces.pop()
+    pieces.append(b"]}")
+    return pieces
+
+
+def joined(line: Line) -> bytes:
+    """A line as one bytes object (a batch's answers are elements of one line)."""
+    return line if isinstance(line, bytes) else b"".join(line)
 
 
 def error_response(request_id: Any, error: RpcError) -> bytes:

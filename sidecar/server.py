@@ -117,7 +117,7 @@ class Server:
             self._replies.add(reply)
             reply.add_done_callback(self._deliver_later)
             return
-        if not isinstance(reply, bytes | None):
+        if not isinstance(reply, bytes | list | None):
             reply = await reply  # a storage request: in order, before the next line
         if reply is not None:
             self.writer.write_line(reply)

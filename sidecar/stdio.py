@@ -118,7 +118,7 @@ class StdoutWriter:
         self._room.set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # without newlines
+        self._lines: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()  # without newlines
         self._broken = False
         self._on_broken = on_broken
         self.on_written: Callable[[], None] | None = None  # told on the loop after each write
@@ -128,13 +128,14 @@ class StdoutWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def write_line(self, line: bytes) -> None:
-        size = len(line) + 1
-        self._pending += size
+    def write_line(self, line: bytes | list[bytes]) -> None:
+        """Queue a line (its pieces are written in order, never joined)."""
+        pieces = [line] if isinstance(line, bytes) else line
+        self._pending += sum(map(len, pieces)) + 1
         self._idle.clear()
         if self._pending > self._max_pending:
             self._room.clear()
-        self._lines.put(line)
+        self._lines.put(pieces)
 
     @property
     def has_room(self) -> bool:
@@ -173,8 +174,8 @@ class StdoutWriter:
             first = self._lines.get()
             if first is None:
                 return
-            buffers = [first, b"\n"]
-            size = len(first) + 1
+            buffers = [*first, b"\n"]
+            size = sum(map(len, first)) + 1
             while size < READ_CHUNK and len(buffers) < _MAX_BUFFERS:  # coalesce queued lines
                 try:
                     more = self._lines.get_nowait()
@@ -183,8 +184,8 @@ class StdoutWriter:
                 if more is None:
                     self._lines.put(None)
                     break
-                buffers += (more, b"\n")
-                size += len(more) + 1
+                buffers += (*more, b"\n")
+                size += sum(map(len, more)) + 1
             self._write_all(buffers)
             try:
                 self._loop.call_soon_threadsafe(self._written, size)
@@ -192,17 +193,20 @@ class StdoutWriter:
                 return
 
     def _write_all(self, buffers: list[bytes]) -> None:
-        """One writev for the lot, without copying lines together; partial writes resume."""
+        """writev at most _MAX_BUFFERS at a time, without copying lines together; partial
+        writes resume."""
         if self._broken:
             return
         views = [memoryview(buffer) for buffer in buffers]
+        first = 0  # views before it are written
         try:
-            while views:
-                written = os.writev(self._fd, views)
-                while views and written >= len(views[0]):
-                    written -= len(views.pop(0))
-                if views:
-                    views[0] = views[0][written:]
+            while first < len(views):
+                written = os.writev(self._fd, views[first : first + _MAX_BUFFERS])
+                while first < len(views) and written >= len(views[first]):
+                    written -= len(views[first])
+                    first += 1
+                if written:
+                    views[first] = views[first][written:]
         except OSError as exc:
             self._broken = True
             if self._on_broken is None:

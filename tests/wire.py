@@ -13,6 +13,7 @@ from typing import Any
 from backends import query
 from events import error_of, result_of, rpc
 
+from sidecar import protocol
 from sidecar.config import Settings
 from sidecar.core import Core, compose
 from sidecar.dispatch import Reply
@@ -26,10 +27,10 @@ WAIT_S = 10.0
 
 async def resolve(reply: Reply) -> bytes | None:
     """The line the daemon writes for `reply` (server.py `_answer`), waited for at most WAIT_S."""
-    if reply is None or isinstance(reply, bytes):
-        return reply
-    async with asyncio.timeout(WAIT_S):
-        return await reply
+    if not isinstance(reply, bytes | list | None):
+        async with asyncio.timeout(WAIT_S):
+            reply = await reply
+    return None if reply is None else protocol.joined(reply)
 
 
 def encode(message: Any) -> bytes:

@@ -163,10 +163,11 @@ class Store(ABC):
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
         """Payloads of a session's events, ordered and filtered; [] if unknown."""
 
-    async def read_session_text(self, session_id: str, query: SessionQuery) -> bytes:
-        """The same payloads as `read_session`, joined by commas: the inside of the JSON
-        array get_session answers (a backend may build it without a bytes object per event)."""
-        return b",".join(await self.read_session(session_id, query))
+    async def read_session_chunks(self, session_id: str, query: SessionQuery) -> list[bytes]:
+        """The same payloads as `read_session` in pieces that, joined by commas, are the
+        inside of the JSON array get_session answers: written one after another, never
+        joined into one text (a backend may join several events to a piece)."""
+        return await self.read_session(session_id, query)
 
     @abstractmethod
     async def count_sessions(self) -> int: ...

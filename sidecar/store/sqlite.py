@@ -128,6 +128,9 @@ CACHED_STATEMENTS = 4
 _INSERT_REJECTED = "INSERT INTO quarantine (received_at, line, reason) VALUES (?, ?, ?)"
 _UNKEYED = "SELECT id, payload FROM events WHERE session_id = ? AND timestamp_ns IS NULL"
 # Before a session read: are rows of it unkeyed, is a key of it clamped (MIN_NS, MAX_NS)?
+# Events joined per piece of a session read: ~50 KB of typical events, under malloc's
+# 64 KiB mmap threshold (cli.tune_malloc).
+CHUNK_EVENTS = 128
 _PROBE_SESSION = (
     "SELECT EXISTS (SELECT 1 FROM events WHERE session_id = ?1 AND timestamp_ns IS NULL), "
     "EXISTS (SELECT 1 FROM events WHERE session_id = ?1 AND timestamp_ns IN (?2, ?3) AND method IS NOT NULL)"
@@ -337,18 +340,33 @@ class SqliteStore(Store):
             payloads.reverse()  # read newest first, up to the limit
         return payloads
 
-    async def read_session_text(self, session_id: str, query: SessionQuery) -> bytes:
-        """A whole session (no `last`) whose keys are exact is joined by SQLite: one bytes
-        object for the lot, in the index's order (the subquery's ORDER BY is kept, as an
-        aggregate query never flattens a subquery that has one)."""
+    async def read_session_chunks(self, session_id: str, query: SessionQuery) -> list[bytes]:
+        """A whole session (no `last`) whose keys are exact is read in one trip to the
+        store's thread, in the index's order, and joined there CHUNK_EVENTS at a time:
+        pieces small enough for malloc's heap (a single multi-megabyte text would be fresh
+        mmap pages, faulted in and zeroed on every read)."""
+        if query.last is not None:
+            return await super().read_session_chunks(session_id, query)
+        sql, args = _session_sql(session_id, query, exact=True)
+        probe = (session_id, MIN_NS, MAX_NS)
         try:
-            if query.last is not None or not await self._exact_keys(session_id):
-                return await super().read_session_text(session_id, query)
-            sql, args = _session_sql(session_id, query, exact=True)
-            [(text,)] = await self._fetch(f"SELECT group_concat(payload, ',') FROM ({sql})", args)
+            chunks = await self._read_chunks(probe, sql, args)
+            if chunks is None and await self._exact_keys(session_id):  # rows the crate added
+                chunks = await self._read_chunks(probe, sql, args)
         except sqlite3.Error as exc:
             raise StoreFailure(str(exc)) from exc
-        return bytes(text or b"")
+        if chunks is None:
+            return await super().read_session_chunks(session_id, query)
+        return chunks
+
+    async def _read_chunks(
+        self, probe: tuple[str, int, int], sql: str, args: tuple[object, ...]
+    ) -> list[bytes] | None:
+        """_exact_chunks on the store's thread, through aiosqlite's queue of calls for it
+        (private, but the one way to run a loop of fetches there in one trip)."""
+        db = self.db
+        chunks = await db._execute(_exact_chunks, db._conn, probe, sql, args)  # type: ignore[no-untyped-call]
+        return cast("list[bytes] | None", chunks)
 
     async def _exact_keys(self, session_id: str) -> bool:
         """Whether the session's keys order it exactly (none clamped), once rows the Rust
@@ -625,6 +643,21 @@ class SqliteStore(Store):
                 await self._db.rollback()
             except sqlite3.Error as exc:
                 log.warning("rollback failed: %s", exc)
+
+
+def _exact_chunks(
+    conn: sqlite3.Connection, probe: tuple[str, int, int], sql: str, args: tuple[object, ...]
+) -> list[bytes] | None:
+    """On the store's thread: the session's payloads joined by commas, CHUNK_EVENTS to a
+    piece; None if its keys do not order it exactly (unkeyed or clamped rows)."""
+    unkeyed, clamped = conn.execute(_PROBE_SESSION, probe).fetchone()
+    if unkeyed or clamped:
+        return None
+    cursor = conn.execute(sql, args)
+    chunks = []
+    while rows := cursor.fetchmany(CHUNK_EVENTS):
+        chunks.append(b",".join([row[0] for row in rows]))
+    return chunks
 
 
 @functools.cache

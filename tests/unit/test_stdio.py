@@ -1,4 +1,4 @@
-"""sidecar/stdio.py: the stdout writer's pipe."""
+"""sidecar/stdio.py: the stdout writer: its pipe, lines written in pieces."""
 
 from __future__ import annotations
 
@@ -35,3 +35,20 @@ def test_a_descriptor_that_is_not_a_pipe_is_left_alone(tmp_path: Path) -> None:
         enlarge_pipe(file.fileno())
         file.write(b"still writable")
     assert (tmp_path / "out").read_bytes() == b"still writable"
+
+
+async def test_a_line_of_more_pieces_than_one_writev_takes_is_written_whole_in_order(
+    pipe: tuple[int, int],
+) -> None:
+    writer = StdoutWriter(pipe[1], asyncio.get_running_loop(), max_pending_bytes=1 << 20)
+    writer.start()
+    pieces = [b"%d," % n for n in range(5000)]  # many times IOV_MAX
+    writer.write_line(pieces)
+    writer.write_line(b"next")
+    assert await writer.drain(timeout=10)
+    writer.close()
+    expected = b"".join(pieces) + b"\nnext\n"
+    received = b""
+    while len(received) < len(expected):
+        received += os.read(pipe[0], 1 << 16)
+    assert received == expected

@@ -21,7 +21,14 @@ from events import event, events, expected_read, init, notification, prompt, res
 
 from sidecar.store import sqlite as sqlite_store
 from sidecar.store.base import Event, ListQuery, Rejected, SearchQuery, SessionQuery, StoreFailure
-from sidecar.store.sqlite import INDEX_INLINE_EVENTS, MIGRATIONS, ROWS_PER_INSERT, SCHEMA_VERSION, SqliteStore
+from sidecar.store.sqlite import (
+    CHUNK_EVENTS,
+    INDEX_INLINE_EVENTS,
+    MIGRATIONS,
+    ROWS_PER_INSERT,
+    SCHEMA_VERSION,
+    SqliteStore,
+)
 from sidecar.timestamps import parse_instant, parse_ns
 
 T1, T2, T3, T4, T5, T6 = (f"2026-06-07T14:03:2{n}Z" for n in range(1, 7))
@@ -383,12 +390,28 @@ async def test_every_combination_of_after_methods_and_last_reads_as_the_whole_se
         for methods_ in READ_METHODS:
             for last in READ_LAST:
                 after_ns = None if after is None else parse_instant(after)
-                payloads = await store.read_session("q", SessionQuery(after_ns, methods_, last))
+                read = SessionQuery(after_ns, methods_, last)
+                payloads = await store.read_session("q", read)
                 assert [json.loads(p) for p in payloads] == expected_read(sent, after, methods_, last), (
                     after,
                     methods_,
                     last,
                 )
+                assert b",".join(await store.read_session_chunks("q", read)) == b",".join(payloads)
+
+
+async def test_a_long_session_is_read_in_pieces_that_joined_are_its_events_in_order(
+    store: SqliteStore,
+) -> None:
+    count = 2 * CHUNK_EVENTS + 1
+    sent = [prompt("long", f"2026-06-07T14:{n // 60:02d}:{n % 60:02d}Z", text=f"p{n}") for n in range(count)]
+    await store.write(events(*sent), [])
+    chunks = await store.read_session_chunks("long", SessionQuery())
+    assert len(chunks) == 3  # CHUNK_EVENTS to a piece: never one buffer of the whole session
+    assert b",".join(chunks) == b",".join(await store.read_session("long", SessionQuery()))
+    assert [e["params"]["prompt"] for e in json.loads(b"[" + b",".join(chunks) + b"]")] == [
+        f"p{n}" for n in range(count)
+    ]
 
 
 async def steps_of(store: SqliteStore, session_id: str, query: SessionQuery) -> int:
