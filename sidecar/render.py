@@ -1,17 +1,33 @@
 """What people read on a terminal: tables of sessions and hits, and session transcripts.
 
 Colour only when the output is a terminal and NO_COLOR is unset. Pure functions from
-decoded JSON to text; no store, no I/O.
+decoded JSON to text; no store, no I/O. Transcripts are `sidecar.transcript`'s model, drawn.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
-RESULT_CHARS = 300
+from sidecar.transcript import (
+    AssistantText,
+    Item,
+    Marker,
+    OrphanResult,
+    SkillLoad,
+    Stop,
+    TaskUpdate,
+    Thinking,
+    ToolCall,
+    ToolResult,
+    Transcript,
+    build,
+)
+
+RESULT_CHARS = 300  # of a tool's arguments or output, unless `full`
 
 
 class Style:
@@ -77,73 +93,135 @@ def hits_table(hits: Sequence[dict[str, Any]], style: Style) -> str:
     return table(["TIME", "SESSION", "EVENT", "MATCH"], rows, style)
 
 
-def transcript(events: Sequence[dict[str, Any]], style: Style) -> str:
-    """A session as people read it: who said what, tool calls and results, the end."""
-    lines: list[str] = []
-    for event in events:
-        lines.extend(_event_lines(event.get("method", ""), event.get("params") or {}, style))
-    return "\n".join(lines)
+def stored_time(timestamp: str) -> str:
+    """A timestamp as stored, to the second: `2026-06-07 14:03:21`."""
+    return timestamp[:19].replace("T", " ")
 
 
-def _event_lines(method: str, p: dict[str, Any], style: Style) -> list[str]:
-    stamp = style.dim(str(p.get("timestamp", ""))[:19].replace("T", " "))
-    if method == "session.init":
-        what = "resumed" if p.get("init_type") == "Resume" else "session"
-        return [
-            style.bold(f"── {what} {p.get('session_id')} · {p.get('model')} · {p.get('provider')}")
-            + f"  {stamp}"
-        ]
-    if method == "session.fork":
-        return [style.bold(f"── forked from {p.get('parent_session_id')}") + f"  {stamp}"]
-    if method == "user.prompt.submit":
-        return ["", style.bold(style.cyan("you")) + f"  {stamp}", str(p.get("prompt", ""))]
-    if method == "assistant.response":
-        return ["", style.bold(style.green("assistant")) + f"  {stamp}", *_answer(p, style)]
-    if method in ("tool.call", "tool.any_call"):
-        arguments = json.dumps(p.get("input"), ensure_ascii=False, separators=(",", ":"))
-        return [style.dim("  → ") + f"{p.get('name')}({_clip(arguments, RESULT_CHARS)})"]
-    if method == "tool.result":
-        result = p.get("result") or {}
-        if "Err" in result:
-            return [style.red("  ← error: ") + _clip(str(result["Err"]), RESULT_CHARS)]
-        return [style.dim("  ← ") + _clip(str(result.get("Ok", "")), RESULT_CHARS)]
-    if method == "skill.load":
-        return [style.dim(f"  ◆ skill {p.get('skill_name')}")]
-    if method == "assistant.task":
-        return [style.dim(f"  ☐ task {p.get('task_name')}: {p.get('task_status')}")]
-    if method == "session.stop":
-        return _stop(p, stamp, style)
-    return []  # stream.delta: the response that follows holds the whole text
+def transcript(
+    events: Sequence[dict[str, Any]],
+    style: Style,
+    *,
+    full: bool = False,
+    format_time: Callable[[str], str] = stored_time,
+    deltas: bool = False,
+) -> str:
+    """A session as people read it: who said what, tool calls with their results, the end.
+
+    Events given one at a time (`tail`) render alone; a batch of nothing but `stream.delta`
+    renders as nothing, since the response that follows holds the whole text, unless
+    `deltas` asks for the streamed text itself.
+    """
+    if all(isinstance(e, dict) and e.get("method") == "stream.delta" for e in events):
+        if not deltas:
+            return ""
+        items = [item for turn in build(events).turns for item in turn.items]
+        return "".join(
+            style.dim(_safe(item.text)) if isinstance(item, Thinking) else _safe(item.text)
+            for item in items
+            if isinstance(item, AssistantText | Thinking)
+        )
+    return "\n".join(_Drawing(build(events), style, full, format_time).lines())
 
 
-def _answer(p: dict[str, Any], style: Style) -> list[str]:
-    if isinstance(p.get("full_text"), str):
-        return [p["full_text"]]
-    lines = []
-    for part in p.get("content") or []:
-        if "thinking" in part:
-            lines.append(style.dim(f"(thinking) {part['thinking']}"))
-        elif "text" in part:
-            lines.append(part["text"])
-        elif "name" in part:
-            lines.append(
-                style.dim(f"  → {part['name']}({_clip(str(part.get('arguments', '')), RESULT_CHARS)})")
-            )
-    return lines
+class _Drawing:
+    def __init__(self, t: Transcript, style: Style, full: bool, format_time: Callable[[str], str]) -> None:
+        self.t, self.style, self.format_time = t, style, format_time
+        self.limit = None if full else RESULT_CHARS
+
+    def lines(self) -> list[str]:
+        style, lines = self.style, []
+        for marker in self.t.header:
+            lines.extend(self.item(marker))
+        for turn in self.t.turns:
+            if turn.prompt is not None:
+                heading = style.bold(style.cyan("you")) + self.stamp(turn.prompt.timestamp)
+                lines.extend(["", heading, _safe(turn.prompt.text)])
+            # Tool calls of a turn sit under "assistant"; before any prompt, only text needs it.
+            under_assistant = False
+            for item in turn.items:
+                if isinstance(item, Marker | Stop):
+                    under_assistant = False
+                elif not under_assistant and (
+                    turn.prompt is not None or isinstance(item, AssistantText | Thinking)
+                ):
+                    lines.extend(["", style.bold(style.green("assistant")) + self.stamp(item.timestamp)])
+                    under_assistant = True
+                lines.extend(self.item(item))
+        if self.t.stop is not None:
+            lines.extend(self.item(self.t.stop))
+        return lines
+
+    def item(self, item: Item) -> list[str]:
+        style = self.style
+        if isinstance(item, AssistantText):
+            lines = [_safe(item.text)] if item.text else []
+            if item.partial:
+                lines.append(style.dim("… (streamed; no response followed)"))
+            if item.usage:
+                lines.append(style.dim(f"usage: {_usage(item.usage)}"))
+            return lines
+        if isinstance(item, Thinking):
+            partial = " …" if item.partial else ""
+            return [style.dim(line) for line in f"(thinking) {_safe(item.text)}{partial}".split("\n")]
+        if isinstance(item, ToolCall):
+            arguments = json.dumps(item.input, ensure_ascii=False, separators=(",", ":"), default=str)
+            call = f"{_safe(item.name)}({self.clip(_safe(arguments))})"
+            return [style.dim("  → ") + call, *([] if item.result is None else self.result(item.result))]
+        if isinstance(item, OrphanResult):
+            return self.result(item.result)
+        if isinstance(item, SkillLoad):
+            return [style.dim(f"  ◆ skill {_safe(item.name)}")]
+        if isinstance(item, TaskUpdate):
+            return [style.dim(f"  ☐ task {_safe(item.name)}: {_safe(item.status)}")]
+        if isinstance(item, Marker):
+            return [self.marker(item)]
+        return self.stop(item)
+
+    def marker(self, marker: Marker) -> str:
+        if marker.what == "fork":
+            text = f"── forked from {_safe(marker.parent_session_id or '?')}"
+        else:
+            what = "resumed" if marker.what == "resume" else "session"
+            text = f"── {what} {_safe(self.t.session_id or '?')} · {_safe(marker.model or '?')}"
+            text += f" · {_safe(marker.provider or '?')}"
+        return self.style.bold(text) + self.stamp(marker.timestamp)
+
+    def result(self, result: ToolResult) -> list[str]:
+        if result.ok:
+            return [self.style.dim("  ← ") + self.clip(_safe(result.text))]
+        return [self.style.red("  ← error: ") + self.clip(_safe(result.text))]
+
+    def stop(self, stop: Stop) -> list[str]:
+        style = self.style
+        ended = {True: style.green("ok"), False: style.red("failed"), None: "?"}[stop.success]
+        lines = ["", style.bold("── stopped ") + ended + self.stamp(stop.timestamp)]
+        if stop.error:
+            lines.append(style.red(f"error: {_safe(stop.error)}"))
+        if stop.incomplete_tasks:
+            lines.append(style.dim(f"incomplete tasks: {_safe(', '.join(stop.incomplete_tasks))}"))
+        if stop.usage:
+            lines.append(style.dim(f"usage: {_usage(stop.usage)}"))
+        return lines
+
+    def stamp(self, timestamp: str | None) -> str:
+        return f"  {self.style.dim(_safe(self.format_time(timestamp)))}" if timestamp else ""
+
+    def clip(self, text: str) -> str:
+        """At most the limit of characters, continuation lines indented under the first."""
+        if self.limit is not None and len(text) > self.limit:
+            text = text[: self.limit] + f"… ({len(text) - self.limit} more characters; --full shows all)"
+        return text.replace("\n", "\n    ")
 
 
-def _stop(p: dict[str, Any], stamp: str, style: Style) -> list[str]:
-    ended = style.green("ok") if p.get("success") else style.red("failed")
-    usage = " ".join(f"{key}={value}" for key, value in (p.get("usage") or {}).items())
-    lines = ["", style.bold("── stopped ") + ended + f"  {stamp}"]
-    if p.get("error"):
-        lines.append(style.red(f"error: {p['error']}"))
-    if usage:
-        lines.append(style.dim(f"usage: {usage}"))
-    return lines
+def _usage(usage: dict[str, Any]) -> str:
+    return _safe(" ".join(f"{key}={value}" for key, value in usage.items()))
 
 
-def _clip(text: str, limit: int) -> str:
-    """At most `limit` characters, continuation lines indented under the first."""
-    clipped = text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
-    return clipped.replace("\n", "\n    ")
+# Terminal controls in a transcript would drive the terminal (colours, cursor, title), and
+# bidirectional overrides would reorder what is shown: both are printed as escapes instead.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _safe(text: str) -> str:
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text.replace("\r\n", "\n"))

@@ -122,6 +122,18 @@ def vectors() -> list[bytes]:
     return [line for line in VECTORS.read_bytes().splitlines() if line.strip()]
 
 
+def vector_session(session_id: str) -> list[dict[str, Any]]:
+    """The example events of one session, decoded, in the order they were written."""
+    decoded = [json.loads(raw) for raw in vectors()]
+    return [e for e in decoded if e["params"]["session_id"] == session_id]
+
+
+def in_turn(method: str, second: int, **params: Any) -> dict[str, Any]:
+    """An event of session "s", turn "t1", at 14:00:SS."""
+    params = {"session_id": "s", "turn_id": "t1", "timestamp": f"2026-06-07T14:00:{second:02}Z", **params}
+    return notification(method, **params)
+
+
 def line(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
