@@ -23,6 +23,17 @@ from sidecar.config import (
 )
 
 EXIT_USAGE = 2
+EXAMPLES = "2h, 7d, 2026-06-07, 2026-06-07 16:03:21 +02:00"
+FORMATS = ("table", "json", "nl", "csv", "markdown")
+SHOW_FORMATS = ("text", "json", "nl", "markdown")
+COMMAND_NAMES = frozenset(
+    {"serve", "list", "show", "export", "import", "search", "fork", "delete", "prune", "stats", "tail"}
+)
+TTY_HINT = (
+    "microagents-sidecar: reading JSON-RPC 2.0 messages from stdin, one per line (Ctrl-D ends); "
+    "see microagents-sidecar --help for the commands (list, show, search, tail...)"
+)
+SESSION_HELP = "a session id, a unique start of one, or @last (the latest active)"
 
 DESCRIPTION = """\
 Store microagents session events. Reads newline-delimited JSON-RPC 2.0 from stdin
@@ -36,12 +47,13 @@ SUBCOMMANDS_HELP = """\
 commands (serve is the default):
   serve            the daemon: events on stdin, answers on stdout
   list             sessions, newest activity first
-  show SESSION     a session as a transcript (--json: its events)
+  show SESSION     a session as a transcript (an id, its start, or @last)
   export [ID ...]  sessions as the NDJSON the daemon reads (all without ids)
   import FILE ...  NDJSON event files (- for stdin) into the store
   search QUERY     events whose text holds every word
   fork SESSION     copy a session under a new id, as `microag --fork`
-  delete SESSION   remove a session
+  delete SESSION   remove a session (asks first on a terminal)
+  prune            delete sessions idle longer than --older-than
   stats            what the store holds
   tail [SESSION]   follow what is written, as tail -f (--json: the events)
 
@@ -74,7 +86,9 @@ def _terminal_columns() -> int:
     return columns if columns > 0 else 80
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; without `with_commands`, the daemon's options only (each
+    command's parser costs start-up time, and the daemon is spawned per agent run)."""
     parser = argparse.ArgumentParser(
         prog="microagents-sidecar",
         description=DESCRIPTION,
@@ -84,45 +98,72 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_store_options(parser)
     _add_serve_options(parser)
+    if not with_commands:  # the daemon's start: its options only (the epilog lists the commands)
+        parser.set_defaults(command=None)
+        return parser
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # Each command takes the store options too, before or after its name; SUPPRESS keeps
-    # a command's parser from overwriting what was given before the name. One parent
-    # holds them: copying its options is cheaper than adding them anew to each command,
-    # and the daemon builds all of this at every start.
-    store_options = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
-    _add_store_options(store_options, defaults=False)
+    # a command's parser from overwriting what was given before the name. Parents hold
+    # them (copying options is cheaper than adding them anew to each command, and the
+    # daemon builds all of this at every start), in a group printed after the command's
+    # own options; read-only commands leave out --durability.
+    reading = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+    _add_store_options(reading.add_argument_group("store options"), defaults=False, writes=False)
+    writing = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+    _add_store_options(writing.add_argument_group("store options"), defaults=False)
 
-    def command(name: str, text: str) -> argparse.ArgumentParser:
+    def command(name: str, text: str, *, writes: bool = False) -> argparse.ArgumentParser:
         return commands.add_parser(
-            name, help=text, description=text, parents=[store_options], formatter_class=_Formatter
+            name,
+            help=text,
+            description=text,
+            parents=[writing if writes else reading],
+            formatter_class=_Formatter,
         )
 
     _add_serve_options(
-        command("serve", "the daemon: events on stdin, answers on stdout (the default)"), defaults=False
+        command("serve", "the daemon: events on stdin, answers on stdout (the default)", writes=True),
+        defaults=False,
     )
     listing = command("list", "sessions, newest activity first")
-    listing.add_argument("--limit", type=_positive_int, default=20, help="at most N sessions (default 20)")
-    listing.add_argument("--before", metavar="TIMESTAMP", help="only sessions last active before it")
+    listing.add_argument(
+        "--limit", type=_count, default=20, metavar="N", help="at most N sessions, 0 for all (default 20)"
+    )
+    listing.add_argument(
+        "--since", metavar="WHEN", type=_time, help=f"only sessions active since then ({EXAMPLES})"
+    )
+    listing.add_argument("--before", metavar="WHEN", type=_time, help="only sessions last active before then")
+    listing.add_argument("--model", metavar="TEXT", help="only sessions whose model holds it")
+    listing.add_argument("--status", choices=("active", "stopped"), help="only active or stopped sessions")
     listing.add_argument("--query", metavar="TEXT", help="only sessions whose id, model, title... hold it")
     show = command("show", "a session as a transcript: turns, tool calls and results, usage")
-    show.add_argument("session_id", metavar="SESSION")
+    show.add_argument("session_id", metavar="SESSION", help=SESSION_HELP)
+    show.add_argument("--full", action="store_true", help="tool output and long text uncut")
     export = command("export", "sessions as the NDJSON notifications the daemon reads")
     export.add_argument(
         "session_ids", metavar="SESSION", nargs="*", default=[], help="default: every session"
     )
-    imports = command("import", "NDJSON event files into the store; rejected lines are reported")
+    imports = command("import", "NDJSON event files into the store; rejected lines are reported", writes=True)
     imports.add_argument("files", metavar="FILE", nargs="+", help="files of events, - for stdin")
     search = command("search", "events whose text (prompts, answers, tool results) holds every word")
     search.add_argument("query", metavar="QUERY")
     search.add_argument("--session", dest="session_id", metavar="SESSION", help="search one session")
-    search.add_argument("--limit", type=_positive_int, default=20, help="at most N hits (default 20)")
-    fork = command("fork", "copy a session under a new id, then a session.fork event")
-    fork.add_argument("session_id", metavar="SESSION")
+    search.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N", help="at most N hits (default 20)"
+    )
+    fork = command("fork", "copy a session under a new id, then a session.fork event", writes=True)
+    fork.add_argument("session_id", metavar="SESSION", help=SESSION_HELP)
     fork.add_argument("--new-id", dest="new_session_id", metavar="ID", help="default: a new UUID")
-    delete = command("delete", "remove a session's events, summary and search entries")
-    delete.add_argument("session_id", metavar="SESSION")
-    command("stats", "what the store holds")
+    delete = command("delete", "remove a session's events, summary and search entries", writes=True)
+    delete.add_argument("session_id", metavar="SESSION", help=SESSION_HELP)
+    delete.add_argument("-y", "--yes", action="store_true", help="do not ask (it asks only on a terminal)")
+    prune = command("prune", "delete sessions last active longer ago than a duration", writes=True)
+    prune.add_argument(
+        "--older-than", metavar="DURATION", type=_duration, required=True, help="e.g. 30d, 12h, 2w"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    stats = command("stats", "what the store holds")
     tail = command("tail", "follow the events any process writes to the store, until Ctrl-C")
     tail.add_argument("session_id", metavar="SESSION", nargs="?", help="default: every session")
     tail.add_argument(
@@ -132,14 +173,41 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SEQ",
         help="start after this seq (0: from the first the store can replay); default: from now",
     )
-    for sub in (listing, show, search, fork, delete, commands.choices["stats"], tail):
-        sub.add_argument("--json", action="store_true", default=False, help="JSON for programs")
+    tail.add_argument("--deltas", action="store_true", help="print stream.delta text as it streams")
+    for sub in (listing, search, stats, show):
+        formats = "table|json|nl|csv|markdown" if sub is not show else "text|json|nl|markdown"
+        sub.add_argument(
+            "--format",
+            choices=FORMATS if sub is not show else SHOW_FORMATS,
+            metavar="FORMAT",
+            help=f"{formats} (default {'table' if sub is not show else 'text'})",
+        )
+    for sub in (listing, search, stats, show, fork, delete, tail, prune):
+        sub.add_argument(
+            "--json", action="store_true", default=False, help="JSON for programs (--format json)"
+        )
+    for sub in (listing, search, stats, show, tail, prune, delete, fork):
+        sub.add_argument("--utc", action="store_true", help="times in UTC (default: local time with offset)")
+    for sub in (listing, search, stats, show):
+        sub.add_argument(
+            "--color",
+            choices=("auto", "always", "never"),
+            default="auto",
+            help="colour (default auto: a terminal without NO_COLOR)",
+        )
+        sub.add_argument("--no-pager", dest="pager", action="store_false", help="never page long output")
+    tail.add_argument(
+        "--color", choices=("auto", "always", "never"), default="auto", help="colour (default auto)"
+    )
     return parser
 
 
-def _add_store_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+def _add_store_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, defaults: bool = True, writes: bool = True
+) -> None:
     """The options naming and tuning the store. Without `defaults` (on a command's own
-    parser), an option not repeated after the command name keeps its earlier value."""
+    parser), an option not repeated after the command name keeps its earlier value;
+    without `writes`, only those that matter to a command that only reads."""
 
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
@@ -175,14 +243,15 @@ def _add_store_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         help="PostgreSQL server of the postgres backend, postgresql://user@host/database "
         "(env MICROAGENTS_DSN; default: libpq's PG* variables). Tables are created there.",
     )
-    parser.add_argument(
-        "--durability",
-        choices=("normal", "full"),
-        default=default("normal"),
-        help="normal: a committed event survives the process being killed (sqlite: WAL with "
-        "synchronous=NORMAL, as the Rust crate). full: it also survives power loss "
-        "(sqlite: synchronous=FULL; jsonl: one fsync per file per batch).",
-    )
+    if writes:
+        parser.add_argument(
+            "--durability",
+            choices=("normal", "full"),
+            default=default("normal"),
+            help="normal: a committed event survives the process being killed (sqlite: WAL with "
+            "synchronous=NORMAL, as the Rust crate). full: it also survives power loss "
+            "(sqlite: synchronous=FULL; jsonl: one fsync per file per batch).",
+        )
     parser.add_argument(
         "--lock-timeout",
         type=float,
@@ -222,17 +291,52 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value <= 0:
-        raise argparse.ArgumentTypeError("must be a positive integer")
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, such as 50, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number (0 for all), such as 50, not {text!r}")
     return value
 
 
 def _seq(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
+        raise argparse.ArgumentTypeError(f"expected a seq of 0 or more, such as 1200, not {text!r}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, such as 50, not {text!r}") from None
+
+
+def _time(text: str) -> str:
+    """Checked now (the error names the option); read by the command with its clock."""
+    from sidecar.clock import Clock
+
+    try:
+        Clock().parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _duration(text: str) -> int:
+    """A duration such as 30d, as seconds."""
+    from sidecar.clock import duration_s
+
+    try:
+        return duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
@@ -314,14 +418,20 @@ def tune_malloc(arenas: int = 1, mmap_threshold: int = MMAP_THRESHOLD_BYTES) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(with_commands=not COMMAND_NAMES.isdisjoint(arguments))
+    args, unknown = parser.parse_known_args(arguments)
+    if unknown:  # the whole command line says what is wrong (an unknown command, say)
+        parser = build_parser()
+        args = parser.parse_args(arguments)
     configure_logging(args.log_level)
     settings = settings_from(args, parser)
     try:
         if args.command in (None, "serve"):
             from sidecar.server import serve
 
+            if sys.stdin.isatty():  # a person, not a runtime: say what it waits for
+                print(TTY_HINT, file=sys.stderr)
             tune_malloc()
 
             return run(lambda: serve(settings))

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
 
-from sidecar import render
+from sidecar import protocol, render
+from sidecar.clock import Clock, rfc3339
 from sidecar.config import Settings
 from sidecar.core import compose
 from sidecar.dispatch import Dispatcher
@@ -31,11 +35,16 @@ from sidecar.handlers import (
     SearchParams,
     SessionParams,
 )
+from sidecar.ingest import Ingest
+from sidecar.markdown import transcript_markdown
+from sidecar.output import Column, Output
 from sidecar.protocol import InvalidParams, RpcError, SessionNotFound
 from sidecar.stdio import StdoutWriter
 from sidecar.store import Store, StoreFailure, open_store
-from sidecar.store.base import Event, SeqUnavailable
+from sidecar.store.base import Event, Rejected, SeqUnavailable, SessionQuery, SessionSummary
 from sidecar.subscriptions import Hub
+from sidecar.timestamps import TimestampError, parse_ns
+from sidecar.transcript import build as build_transcript
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -58,7 +67,13 @@ class Failed(Exception):
         self.code = code
 
 
+# Commands that only read: they never create a store (a mistyped --db is an error).
+READ_ONLY = frozenset({"list", "show", "export", "search", "stats", "tail"})
+
+
 async def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command in READ_ONLY and (missing := _missing_store(settings)) is not None:
+        return _fail(f"no store at {missing}", EXIT_NOT_FOUND)
     store = open_store(settings)
     try:
         await store.open()
@@ -89,20 +104,75 @@ async def run_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def list_sessions(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
-    params = ListSessionsParams(limit=args.limit, before=args.before, query=args.query)
-    summaries = await handlers.list_sessions(params)
-    _print_result(args, summaries, lambda rows: render.sessions_table(rows, _style()))
+    """Every session the filters keep, newest activity first, the first --limit shown
+    (the store's `before` and `query` filter; since, model and status are tested here)."""
+    clock = Clock(args.utc)
+    before = None if args.before is None else rfc3339(clock.parse(args.before))
+    params = ListSessionsParams(limit=EVERYTHING, before=before, query=args.query)
+    since_ns = None if args.since is None else clock.parse(args.since)
+    kept = [s for s in await handlers.list_sessions(params) if _keeps(args, s, since_ns)]
+    shown = kept if args.limit == 0 else kept[: args.limit]
+    out = _output(args)
+    rows = [
+        {
+            "session": s.session_id,
+            "events": str(s.event_count),
+            "last": clock.show(s.last_timestamp),
+            "status": s.status + ("" if s.success is None else (" ok" if s.success else " failed")),
+            "model": s.model or "",
+            "title": s.title or "",
+        }
+        for s in shown
+    ]
+    more = f"{len(shown)} of {len(kept)} sessions (--limit 0 for all)" if len(shown) < len(kept) else None
+    out.records(SESSION_COLUMNS, rows, shown, empty="no sessions", footer=more)
     return EXIT_OK
 
 
+SESSION_COLUMNS = (
+    Column("session", "SESSION"),
+    Column("events", "EVENTS"),
+    Column("last", "LAST ACTIVITY"),
+    Column("status", "STATUS"),
+    Column("model", "MODEL"),
+    Column("title", "TITLE", flexible=True),
+)
+
+
+def _keeps(args: argparse.Namespace, summary: SessionSummary, since_ns: int | None) -> bool:
+    if args.status is not None and summary.status != args.status:
+        return False
+    if args.model is not None and args.model.casefold() not in (summary.model or "").casefold():
+        return False
+    if since_ns is not None:
+        try:
+            return summary.last_timestamp is not None and parse_ns(summary.last_timestamp) >= since_ns
+        except TimestampError:
+            return False
+    return True
+
+
 async def show(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
-    payloads = await handlers.session_events(GetSessionParams(session_id=args.session_id))
+    session_id = await resolve_session(handlers, args.session_id)
+    payloads = await handlers.session_events(GetSessionParams(session_id=session_id))
     if not payloads:
         raise Failed(f"no session {args.session_id!r}", EXIT_NOT_FOUND)
-    if args.json:
+    fmt = "json" if args.json else (args.format or "text")
+    if fmt == "nl":
         _write_lines(payloads)
+        return EXIT_OK
+    out = _output(args)
+    if fmt == "json":
+        out.text("[" + ",".join(p.decode() for p in payloads) + "]")
+        return EXIT_OK
+    events = [msgspec.json.decode(p) for p in payloads]
+    clock = Clock(args.utc)
+    if fmt == "markdown":
+        text = transcript_markdown(build_transcript(events), format_time=clock.show, full=args.full)
     else:
-        print(render.transcript([msgspec.json.decode(p) for p in payloads], _style()))
+        style = render.Style(out.color)
+        text = render.transcript(events, style, full=args.full, format_time=clock.show)
+    out.text(text)
     return EXIT_OK
 
 
@@ -125,21 +195,27 @@ async def export(args: argparse.Namespace, handlers: Handlers, _: Settings) -> i
 
 async def import_files(args: argparse.Namespace, handlers: Handlers, settings: Settings) -> int:
     """Events from NDJSON files into the store, as the daemon would take them from stdin.
-    Requests and batches are not run (an import must not delete or shut down anything)."""
+    Requests and batches are not run (an import must not delete or shut down anything).
+    Events their session already holds are skipped (see _NewEvents): importing a file
+    again stores nothing."""
     total_rejected = 0
     for name in args.files:
         source = sys.stdin.buffer if name == "-" else _open(name)
         try:
-            stored, rejected = await _import_one(name, source, handlers, settings)
+            imported, skipped, rejected = await _import_one(name, source, handlers, settings)
         finally:
             if source is not sys.stdin.buffer:
                 source.close()
         total_rejected += rejected
-        print(f"{name}: {stored} events imported, {rejected} lines rejected", file=sys.stderr)
+        counts = f"{imported} events imported, {skipped} already stored (skipped), {rejected} lines rejected"
+        print(f"{name}: {counts}", file=sys.stderr)
     return EXIT_NOT_FOUND if total_rejected else EXIT_OK
 
 
-async def _import_one(name: str, source: BinaryIO, handlers: Handlers, settings: Settings) -> tuple[int, int]:
+async def _import_one(
+    name: str, source: BinaryIO, handlers: Handlers, settings: Settings
+) -> tuple[int, int, int]:
+    """Events imported, already stored, lines rejected."""
     number = 0
     rejected = 0
 
@@ -148,16 +224,17 @@ async def _import_one(name: str, source: BinaryIO, handlers: Handlers, settings:
         rejected += 1
         print(f"{name}:{number}: rejected: {reason}", file=sys.stderr)
 
-    dispatcher = Dispatcher(handlers, handlers.ingest, on_reject=report)
+    new_events = _NewEvents(handlers.ingest)
+    dispatcher = Dispatcher(handlers, new_events, on_reject=report)
     splitter = LineSplitter(settings.max_line_bytes)
     size = _size(source)
     done_bytes, started, shown = 0, time.monotonic(), time.monotonic()
-    persisted_before = handlers.ingest.persisted + handlers.ingest.queue_depth
     while chunk := await asyncio.to_thread(source.read, READ_CHUNK):
         done_bytes += len(chunk)
         for line in splitter.feed(chunk):
             number += 1
             _take(dispatcher, line, report)
+        await new_events.pass_on()
         if not handlers.ingest.has_room:
             await handlers.ingest.wait_for_room()
         if time.monotonic() - shown >= PROGRESS_EVERY_S:
@@ -166,22 +243,102 @@ async def _import_one(name: str, source: BinaryIO, handlers: Handlers, settings:
     for line in splitter.finish():
         number += 1
         _take(dispatcher, line, report)
+    await new_events.pass_on()
     await handlers.ingest.drain()
-    return handlers.ingest.persisted + handlers.ingest.queue_depth - persisted_before, rejected
+    return new_events.imported, new_events.skipped, rejected
 
 
 def _take(dispatcher: Dispatcher, line: Any, report: Callable[[str], None]) -> None:
     reply = dispatcher.handle_line(line)
     if asyncio.iscoroutine(reply):
-        reply.close()  # a request or a batch: not imported
-        report("a request or batch, not an event notification; skipped")
+        reply.close()  # a storage method or a batch: import stores events, runs nothing
+        report(f"{_what(line)}, not an event: import stores events and runs nothing else; skipped")
+
+
+def _what(line: bytes) -> str:
+    """What a line that is no event is, in the reader's words."""
+    if line.lstrip().startswith(b"["):
+        return "a batch"
+    try:
+        method = protocol.envelope_decoder.decode(line).method
+    except msgspec.ValidationError:
+        return "a message"
+    return f"a {method} message" if isinstance(method, str) else "a message"
+
+
+class _NewEvents:
+    """The import's queue in front of the ingest: the events the dispatcher accepts are held
+    until `pass_on` has compared them with what their session already holds.
+
+    An event is skipped while its session holds more copies of its payload (the stored
+    form, byte for byte) than the file has shown so far. So importing a file again stores
+    nothing, and a session holding the same event twice (two equal deltas in one instant)
+    still goes through export and import whole. A session's payloads are read once per
+    file, when the file first names it, before any of its events are queued.
+    """
+
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+        self._held: list[Event] = []
+        self._unmatched: dict[str, Counter[bytes]] = {}  # session -> stored digests not yet met
+        self.imported = 0
+        self.skipped = 0
+
+    def add(self, event: Event, acknowledged: bool = False) -> None:
+        self._held.append(event)  # nobody waits on an import's acknowledgements
+
+    def reject(self, rejected: Rejected) -> None:
+        self._ingest.reject(rejected)
+
+    async def pass_on(self) -> None:
+        """Queue the held events their sessions do not hold yet, in the order received."""
+        held, self._held = self._held, []
+        for event in held:
+            unmatched = self._unmatched.get(event.session_id)
+            if unmatched is None:
+                stored = await self._ingest.store.read_session(event.session_id, SessionQuery())
+                unmatched = self._unmatched[event.session_id] = Counter(map(_digest, stored))
+            if unmatched:  # a session with nothing (left) to match costs no digest
+                digest = _digest(event.payload)
+                if unmatched[digest]:
+                    unmatched[digest] -= 1
+                    if not unmatched[digest]:
+                        del unmatched[digest]
+                    self.skipped += 1
+                    continue
+            self._ingest.add(event)
+            self.imported += 1
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
 
 
 async def search(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
-    params = SearchParams(query=args.query, session_id=args.session_id, limit=args.limit)
-    hits = await handlers.search(params)
-    _print_result(args, hits, lambda rows: render.hits_table(rows, _style()))
+    session_id = None if args.session_id is None else await resolve_session(handlers, args.session_id)
+    hits = await handlers.search(SearchParams(query=args.query, session_id=session_id, limit=args.limit))
+    clock = Clock(args.utc)
+    rows = [
+        {
+            "time": clock.show(hit.timestamp),
+            "session": hit.session_id,
+            "seq": "" if hit.seq is None else str(hit.seq),
+            "event": hit.method,
+            "match": hit.snippet,
+        }
+        for hit in hits
+    ]
+    _output(args).records(HIT_COLUMNS, rows, hits, empty="no matches")
     return EXIT_OK
+
+
+HIT_COLUMNS = (
+    Column("time", "TIME"),
+    Column("session", "SESSION"),
+    Column("seq", "SEQ"),
+    Column("event", "EVENT"),
+    Column("match", "MATCH", flexible=True),
+)
 
 
 async def fork(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
@@ -194,41 +351,111 @@ async def fork(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int
 
 
 async def delete(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
-    result = await handlers.delete_session(SessionParams(args.session_id))
+    """On a terminal it asks first (--yes does not); piped or scripted it does not ask."""
+    session_id = await resolve_session(handlers, args.session_id)
+    if not args.yes and sys.stdin.isatty():
+        count = len(await handlers.session_events(GetSessionParams(session_id=session_id)))
+        if not await _confirm(f"delete session {session_id} ({count} events)? [y/N] "):
+            print("nothing deleted", file=sys.stderr)
+            return EXIT_OK
+    result = await handlers.delete_session(SessionParams(session_id))
     if not result["deleted"]:
         raise Failed(f"no session {args.session_id!r}", EXIT_NOT_FOUND)
     if args.json:
         print(msgspec.json.encode(result).decode())
     else:
-        print(f"deleted {args.session_id} ({result['deleted']} events)")
+        print(f"deleted {session_id} ({result['deleted']} events)")
+    return EXIT_OK
+
+
+async def _confirm(question: str) -> bool:
+    print(question, end="", file=sys.stderr, flush=True)
+    answer = await asyncio.to_thread(sys.stdin.readline)
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def prune(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
+    """Delete every session whose last activity is older than --older-than, then give the
+    space back (SQLite: VACUUM). --dry-run lists them and deletes nothing."""
+    clock = Clock(args.utc)
+    cutoff_ns = time.time_ns() - args.older_than * 10**9
+    params = ListSessionsParams(limit=EVERYTHING, before=rfc3339(cutoff_ns))
+    old = await handlers.list_sessions(params)
+    deleted = 0
+    for summary in old:
+        verb = "would delete" if args.dry_run else "deleted"
+        if not args.dry_run:
+            deleted += (await handlers.delete_session(SessionParams(summary.session_id)))["deleted"]
+        if not args.json:
+            last = clock.show(summary.last_timestamp)
+            print(f"{verb} {summary.session_id} ({summary.event_count} events, last active {last})")
+    reclaimed = 0 if args.dry_run or not old else await handlers.store.reclaim_space()
+    if args.json:
+        print(
+            msgspec.json.encode(
+                {
+                    "sessions": [s.session_id for s in old],
+                    "deleted_events": deleted,
+                    "dry_run": args.dry_run,
+                    "reclaimed_bytes": reclaimed,
+                }
+            ).decode()
+        )
+    elif not old:
+        print(f"no session last active before {clock.show_ns(cutoff_ns)}")
+    elif not args.dry_run:
+        print(f"{len(old)} sessions, {deleted} events deleted; {reclaimed / 1e6:.1f} MB reclaimed")
     return EXIT_OK
 
 
 async def stats(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
+    store: Store = handlers.store
     summaries = await handlers.list_sessions(ListSessionsParams(limit=EVERYTHING))
     usage: dict[str, int] = {}
     for summary in summaries:
         for key, value in summary.usage.items():
             usage[key] = usage.get(key, 0) + value
-    store: Store = handlers.store
     figures: dict[str, Any] = {
         "backend": store.backend,
-        "location": store.location,
+        "location": _absolute(store.location),
+        "size_bytes": await store.size_bytes(),
         "sessions": len(summaries),
         "events": sum(s.event_count for s in summaries),
         "active_sessions": sum(1 for s in summaries if s.status == "active"),
+        "quarantined": await store.count_quarantined(),
+        "highest_seq": await _highest_seq(store),
         "first_activity": min((s.first_timestamp for s in summaries if s.first_timestamp), default=None),
         "last_activity": max((s.last_timestamp for s in summaries if s.last_timestamp), default=None),
         "usage": usage,
     }
-    if args.json:
-        print(msgspec.json.encode(figures).decode())
+    clock = Clock(args.utc)
+    shown = {
+        **{key: "-" if value is None else str(value) for key, value in figures.items()},
+        "size_bytes": "-" if figures["size_bytes"] is None else _megabytes(figures["size_bytes"]),
+        "first_activity": clock.show(figures["first_activity"]) or "-",
+        "last_activity": clock.show(figures["last_activity"]) or "-",
+        "usage": " ".join(f"{k}={v}" for k, v in usage.items()) or "-",
+    }
+    out = _output(args)
+    if out.format in ("json", "nl"):
+        out.text(msgspec.json.encode(figures).decode())
     else:
-        width = max(map(len, figures))
-        for key, value in figures.items():
-            shown = " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
-            print(f"{key.replace('_', ' '):<{width}}  {'-' if shown is None else shown}")
+        rows = [
+            {"figure": key.replace("_bytes", "").replace("_", " "), "value": value}
+            for key, value in shown.items()
+        ]
+        out.records(STAT_COLUMNS, rows, figures)
     return EXIT_OK
+
+
+STAT_COLUMNS = (Column("figure", "FIGURE"), Column("value", "VALUE", flexible=True))
+
+
+async def _highest_seq(store: Store) -> int | None:
+    try:
+        return await store.last_seq()
+    except StoreFailure:  # a backend without a store-wide seq (jsonl)
+        return None
 
 
 async def tail(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
@@ -243,16 +470,23 @@ async def tail(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int
         stop.set()
 
     sys.stdout.flush()
-    writer = StdoutWriter(sys.stdout.fileno(), loop, TAIL_OUTPUT_BYTES, on_broken=stop.set)
+    # Each rendering ends its own lines: streamed deltas continue the line they started.
+    writer = StdoutWriter(sys.stdout.fileno(), loop, TAIL_OUTPUT_BYTES, on_broken=stop.set, end=b"")
     hub = Hub(handlers.store, writer)
     writer.on_written = hub.output_written
-    render_event = _json_event if args.json else _transcript_event(_style(), args.session_id is None)
+    session_id = None if args.session_id is None else await resolve_session(handlers, args.session_id)
+    render_event: Callable[[int, int, Event], bytes | None] = _json_event
+    if not args.json:
+        style = render.Style(_output(args).color)
+        render_event = _transcript_event(
+            style, Clock(args.utc), every_session=session_id is None, deltas=args.deltas
+        )
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     writer.start()
     try:
         await hub.subscribe(
-            args.from_seq, session_id=args.session_id, render=render_event, lagged=lagged, pause=True
+            args.from_seq, session_id=session_id, render=render_event, lagged=lagged, pause=True
         )
         await stop.wait()
     except SeqUnavailable as exc:
@@ -268,26 +502,67 @@ async def tail(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int
     return EXIT_OK
 
 
-def _json_event(_: int, __: int, event: Event) -> bytes:
-    return event.payload
+def _json_event(_: int, seq: int, event: Event) -> bytes:
+    """{"seq": N, "event": {...}}: the seq is what --from takes to resume."""
+    return b'{"seq":%d,"event":%b}\n' % (seq, event.payload)
 
 
-def _transcript_event(style: render.Style, every_session: bool) -> Callable[[int, int, Event], bytes | None]:
+def _transcript_event(
+    style: render.Style, clock: Clock, *, every_session: bool, deltas: bool
+) -> Callable[[int, int, Event], bytes | None]:
     """Each event as transcript lines; following every session, a line naming the session
-    whenever it changes."""
+    whenever it changes. With `deltas`, stream.delta text is printed as it streams, and
+    the response that completes it then shows only what it adds (tool calls)."""
     shown: list[str] = []  # the session of the last event shown
+    streaming: set[str] = set()  # sessions whose deltas are being printed
 
     def lines(_: int, __: int, event: Event) -> bytes | None:
-        text = render.transcript([msgspec.json.decode(event.payload)], style)
-        if not text:
-            return None  # stream.delta: the response that follows holds the whole text
+        message = msgspec.json.decode(event.payload)
+        prefix = ""
         if every_session and shown != [event.session_id]:
             if event.method != "session.init":  # which names its session itself
-                text = style.bold(f"── {event.session_id}") + "\n" + text.lstrip("\n")
+                prefix = style.bold(f"── {event.session_id}") + "\n"
             shown[:] = [event.session_id]
-        return text.encode()
+        if event.method == "stream.delta" and deltas:
+            text = str((message.get("params") or {}).get("delta", ""))
+            if event.session_id not in streaming:
+                streaming.add(event.session_id)
+                heading = (
+                    style.bold(style.green("assistant")) + "  " + style.dim(clock.show(_timestamp(message)))
+                )
+                prefix += "\n" + heading + "\n"
+            return (prefix + (style.dim(text) if _is_thinking(message) else text)).encode()
+        if event.session_id in streaming:
+            streaming.discard(event.session_id)
+            prefix = "\n" + prefix
+            if event.method == "assistant.response":
+                message = _without_text(message)
+        text = render.transcript([message], style, format_time=clock.show)
+        if not text:
+            return prefix.encode() or None  # a lone stream.delta: the response holds its text
+        return (prefix + (text.lstrip("\n") if prefix else text) + "\n").encode()
 
     return lines
+
+
+def _timestamp(message: dict[str, Any]) -> str:
+    return str((message.get("params") or {}).get("timestamp", ""))
+
+
+def _is_thinking(message: dict[str, Any]) -> bool:
+    return (message.get("params") or {}).get("delta_type") == "Thinking"
+
+
+def _without_text(message: dict[str, Any]) -> dict[str, Any]:
+    """A response without the text its deltas already printed."""
+    params = dict(message.get("params") or {})
+    if isinstance(params.get("full_text"), str):
+        params["full_text"] = ""
+    if isinstance(params.get("content"), list):
+        params["content"] = [
+            part for part in params["content"] if "text" not in part and "thinking" not in part
+        ]
+    return {**message, "params": params}
 
 
 COMMANDS: dict[str, Command] = {
@@ -300,6 +575,7 @@ COMMANDS: dict[str, Command] = {
     "delete": delete,
     "stats": stats,
     "tail": tail,
+    "prune": prune,
 }
 
 
@@ -317,8 +593,54 @@ def _write_lines(payloads: list[bytes]) -> None:
     out.flush()
 
 
-def _style() -> render.Style:
-    return render.Style.for_stream(sys.stdout)
+def _output(args: argparse.Namespace) -> Output:
+    fmt = "json" if getattr(args, "json", False) else (getattr(args, "format", None) or "table")
+    return Output(fmt, getattr(args, "color", "auto"), getattr(args, "pager", True))
+
+
+async def resolve_session(handlers: Handlers, reference: str) -> str:
+    """A session id from what people type: the id itself, a unique start of one, or
+    @last (the latest activity). Not found: exit 1; ambiguous: exit 2 naming them."""
+    if reference == "@last":
+        latest = await handlers.list_sessions(ListSessionsParams(limit=1))
+        if not latest:
+            raise Failed("no sessions: @last names none", EXIT_NOT_FOUND)
+        return latest[0].session_id
+    if await handlers.store.read_session(reference, SessionQuery(last=1)):
+        return reference
+    summaries = await handlers.list_sessions(ListSessionsParams(limit=EVERYTHING))
+    matches = [s.session_id for s in summaries if s.session_id.startswith(reference)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise Failed(f"no session {reference!r}", EXIT_NOT_FOUND)
+    listed = "\n  ".join(matches[:AMBIGUOUS_SHOWN]) + ("\n  ..." if len(matches) > AMBIGUOUS_SHOWN else "")
+    raise Failed(f"{reference!r} is the start of {len(matches)} sessions:\n  {listed}", EXIT_USAGE)
+
+
+AMBIGUOUS_SHOWN = 10
+
+
+def _missing_store(settings: Settings) -> Path | None:
+    """The absolute path of a file store that does not exist (None if it does)."""
+    if settings.backend == "sqlite":
+        path = settings.db_path
+    elif settings.backend == "jsonl":
+        path = settings.jsonl_dir
+    else:
+        return None
+    path = Path(os.path.abspath(path))
+    return None if path.exists() else path
+
+
+def _absolute(location: str) -> str:
+    return (
+        os.path.abspath(location) if location.startswith((".", "/")) or os.path.exists(location) else location
+    )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB ({size} bytes)"
 
 
 def _open(name: str) -> BinaryIO:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -19,7 +19,6 @@ from sidecar import protocol
 from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event, describe
 from sidecar.framing import Oversize
 from sidecar.handlers import EncodedElements, Handlers, Method
-from sidecar.ingest import Ingest
 from sidecar.protocol import (
     Envelope,
     InternalError,
@@ -53,9 +52,18 @@ _REJECT_LOG_EVERY_S = 10.0
 _REJECT_LOG_BURST = 10
 
 
+class Queue(Protocol):
+    """Where accepted events and quarantined lines go: the ingest, or (the import command)
+    a filter in front of it."""
+
+    def add(self, event: Event, acknowledged: bool = False) -> asyncio.Future[int] | None: ...
+
+    def reject(self, rejected: Rejected) -> None: ...
+
+
 class Dispatcher:
     def __init__(
-        self, handlers: Handlers, ingest: Ingest, on_reject: Callable[[str], None] | None = None
+        self, handlers: Handlers, ingest: Queue, on_reject: Callable[[str], None] | None = None
     ) -> None:
         """`on_reject` hears the reason of every quarantined line instead of stderr (the
         import command reports them with line numbers)."""

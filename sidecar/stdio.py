@@ -107,9 +107,12 @@ class StdoutWriter:
         loop: asyncio.AbstractEventLoop,
         max_pending_bytes: int,
         on_broken: Callable[[], None] | None = None,
+        end: bytes = b"\n",
     ) -> None:
         """`on_broken` is called on the loop when stdout turns out closed (by default the
-        daemon logs it and goes on storing)."""
+        daemon logs it and goes on storing); `end` follows every line (tail writes text
+        that ends its own lines, or not yet: streamed deltas)."""
+        self._end = end
         self._fd = fd
         self._loop = loop
         self._max_pending = max_pending_bytes
@@ -131,7 +134,7 @@ class StdoutWriter:
     def write_line(self, line: bytes | list[bytes]) -> None:
         """Queue a line (its pieces are written in order, never joined)."""
         pieces = [line] if isinstance(line, bytes) else line
-        self._pending += sum(map(len, pieces)) + 1
+        self._pending += sum(map(len, pieces)) + len(self._end)
         self._idle.clear()
         if self._pending > self._max_pending:
             self._room.clear()
@@ -174,8 +177,8 @@ class StdoutWriter:
             first = self._lines.get()
             if first is None:
                 return
-            buffers = [*first, b"\n"]
-            size = sum(map(len, first)) + 1
+            buffers = [*first, self._end]
+            size = sum(map(len, first)) + len(self._end)
             while size < READ_CHUNK and len(buffers) < _MAX_BUFFERS:  # coalesce queued lines
                 try:
                     more = self._lines.get_nowait()
@@ -184,8 +187,8 @@ class StdoutWriter:
                 if more is None:
                     self._lines.put(None)
                     break
-                buffers += (*more, b"\n")
-                size += sum(map(len, more)) + 1
+                buffers += (*more, self._end)
+                size += sum(map(len, more)) + len(self._end)
             self._write_all(buffers)
             try:
                 self._loop.call_soon_threadsafe(self._written, size)

@@ -184,6 +184,19 @@ class Store(ABC):
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         """Events whose text holds every term, newest first."""
 
+    @abstractmethod
+    async def count_quarantined(self) -> int:
+        """How many rejected lines the store keeps."""
+
+    async def size_bytes(self) -> int | None:
+        """Bytes the store takes on disk; None where it has no files of its own."""
+        return None
+
+    async def reclaim_space(self) -> int:
+        """Give back the space of deleted sessions; how many bytes. A backend whose
+        deletes free their space at once does nothing."""
+        return 0
+
     # Following commits (storage.subscribe, the tail command). Not abstract: a backend
     # without them still serves everything else, and a subscribe gets -32001.
 

@@ -139,6 +139,12 @@ class JsonlStore(Store):
     async def delete_session(self, session_id: str) -> int:
         return await self._in_thread("delete from", self._delete, session_id)
 
+    async def count_quarantined(self) -> int:
+        return await self._in_thread("read", _count_lines, self.directory / QUARANTINE_FILE)
+
+    async def size_bytes(self) -> int | None:
+        return await self._in_thread("read", _directory_bytes, self.directory)
+
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         return await self._in_thread("search", self._search, query)
 
@@ -467,6 +473,18 @@ def _entries(runs: list[list[Any]], spans: dict[str, Span]) -> list[Entry]:
         entries.append((span.name, span.inode, start, start + size, count))
         ends[session_id] = start + size
     return entries
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as file:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def _directory_bytes(directory: Path) -> int:
+    return sum(entry.stat().st_size for entry in directory.iterdir() if entry.is_file())
 
 
 def _quarantine_line(rejected: Rejected) -> bytes:

@@ -56,6 +56,9 @@ class MemoryStore(Store):
     async def list_sessions(self, query: ListQuery) -> list[SessionSummary]:
         return newest_first(self._tallies.values(), query)
 
+    async def count_quarantined(self) -> int:
+        return len(self.quarantine)
+
     async def delete_session(self, session_id: str) -> int:
         self._tallies.pop(session_id, None)
         events = self._sessions.pop(session_id, [])

@@ -346,6 +346,10 @@ class PostgresStore(Store):
                 cursor = (rows[-1][1], rows[-1][0])
         return chosen[:wanted]
 
+    async def count_quarantined(self) -> int:
+        async with self._requests.use() as conn:
+            return int(await conn.fetchval("SELECT count(*) FROM quarantine"))
+
     async def delete_session(self, session_id: str) -> int:
         """The summary first: its lock makes a concurrent batch of the session wait, so
         that batch is either deleted whole or kept whole."""

@@ -437,6 +437,28 @@ class SqliteStore(Store):
                 raise
         return deleted
 
+    async def count_quarantined(self) -> int:
+        try:
+            return await self._scalar("SELECT COUNT(*) FROM quarantine")
+        except sqlite3.Error as exc:
+            raise StoreFailure(str(exc)) from exc
+
+    async def size_bytes(self) -> int | None:
+        """The database file with its WAL and shared-memory files."""
+        return sum(_file_bytes(Path(self.location + suffix)) for suffix in ("", "-wal", "-shm"))
+
+    async def reclaim_space(self) -> int:
+        """VACUUM, then a truncating checkpoint: the file shrinks to what it holds. It
+        writes the whole file again and waits for other processes' transactions."""
+        before = await self.size_bytes() or 0
+        async with self._write_lock:
+            try:
+                await self.db.execute("VACUUM")
+                await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise StoreFailure(str(exc)) from exc
+        return max(0, before - (await self.size_bytes() or 0))
+
     async def search(self, query: SearchQuery) -> list[SearchHit]:
         """From the index and the newest events it has not reached (sqlite_search); never
         a write: a lagging index is the background indexer's to catch up."""
@@ -643,6 +665,13 @@ class SqliteStore(Store):
                 await self._db.rollback()
             except sqlite3.Error as exc:
                 log.warning("rollback failed: %s", exc)
+
+
+def _file_bytes(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _exact_chunks(

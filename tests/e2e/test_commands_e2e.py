@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS, PostgresBackend
 from daemon import Daemon
 from events import init, line, notification, prompt, stop
 
@@ -80,7 +81,8 @@ def test_show_prints_a_transcript_with_tool_calls_results_and_usage(store: Path)
 
 def test_show_json_prints_the_stored_events_and_an_unknown_session_exits_1(store: Path) -> None:
     events = [
-        json.loads(raw) for raw in cli("--db", str(store), "show", "beta", "--json").stdout.splitlines()
+        json.loads(raw)
+        for raw in cli("--db", str(store), "show", "beta", "--format", "nl").stdout.splitlines()
     ]
     assert [e["method"] for e in events] == ["session.init", "user.prompt.submit"]
     missing = cli("--db", str(store), "show", "nobody")
@@ -106,7 +108,8 @@ def test_export_of_named_sessions_then_import_into_a_jsonl_store(store: Path, tm
     imported = cli(
         "--backend", "jsonl", "--jsonl-dir", str(directory), "import", "-", stdin=exported.encode()
     )
-    assert imported.returncode == 0 and "-: 2 events imported, 0 lines rejected" in imported.stderr
+    assert imported.returncode == 0
+    assert "-: 2 events imported, 0 already stored (skipped), 0 lines rejected" in imported.stderr
     assert (directory / "beta.jsonl").read_text() == exported
 
 
@@ -120,9 +123,35 @@ def test_import_reports_rejected_lines_by_number_and_exits_1(tmp_path: Path) -> 
     imported = cli("--db", str(db), "import", str(events))
     assert imported.returncode == 1
     assert f"{events}:2: rejected: -32700" in imported.stderr
-    assert f"{events}:3: rejected: a request or batch" in imported.stderr
-    assert f"{events}: 2 events imported, 2 lines rejected" in imported.stderr
+    assert f"{events}:3: rejected: a storage.delete_session message, not an event" in imported.stderr
+    assert f"{events}: 2 events imported, 0 already stored (skipped), 2 lines rejected" in imported.stderr
     assert [s["event_count"] for s in json.loads(cli("--db", str(db), "list", "--json").stdout)] == [2]
+
+
+@pytest.fixture(params=["sqlite", "jsonl", "postgres"])
+def options(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """The store options of a fresh store of each persistent backend."""
+    if request.param == "postgres":
+        return PostgresBackend(tmp_path, request.getfixturevalue("postgres_dsn")).args()
+    return BACKENDS[request.param](tmp_path / "other").args()
+
+
+def test_importing_the_same_export_twice_leaves_the_store_as_the_first_import_did(
+    store: Path, options: list[str], tmp_path: Path
+) -> None:
+    export = tmp_path / "export.ndjson"
+    export.write_text(cli("--db", str(store), "export").stdout)
+    first = cli(*options, "import", str(export))
+    assert first.returncode == 0
+    stats, exported = cli(*options, "stats", "--json").stdout, cli(*options, "export").stdout
+    assert json.loads(stats)["events"] == 7 and json.loads(stats)["sessions"] == 2
+    again = cli(*options, "import", str(export), str(export))
+    assert again.returncode == 0
+    assert cli(*options, "stats", "--json").stdout == stats
+    assert cli(*options, "export").stdout == exported == export.read_text()
+    assert f"{export}: 7 events imported, 0 already stored (skipped), 0 lines rejected" in first.stderr
+    skipped = f"{export}: 0 events imported, 7 already stored (skipped), 0 lines rejected"
+    assert again.stderr.count(skipped) == 2
 
 
 def test_search_lists_matches_with_snippets(store: Path) -> None:
@@ -152,10 +181,10 @@ def test_stats_counts_sessions_events_and_usage(store: Path) -> None:
 
 
 def test_usage_errors_exit_2_and_an_unopenable_store_exits_3(tmp_path: Path) -> None:
-    assert cli("list", "--limit", "0").returncode == 2
+    assert cli("list", "--limit", "-1").returncode == 2
     assert cli("frobnicate").returncode == 2
     assert cli("--backend", "memory", "--db", "x.db", "list").returncode == 2
     blocker = tmp_path / "file"
     blocker.write_text("")
-    failed = cli("--db", str(blocker / "x.db"), "list")
+    failed = cli("--db", str(blocker / "x.db"), "import", "-")
     assert failed.returncode == 3 and "cannot open" in failed.stderr

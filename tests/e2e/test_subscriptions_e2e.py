@@ -22,7 +22,7 @@ import pytest
 import rust_crate
 from backends import BACKENDS, Backend, PostgresBackend
 from daemon import WAIT_S, Daemon
-from events import init, line, prompt, response, stop
+from events import init, line, notification, prompt, response, stop
 from pg_server import fetch
 
 
@@ -353,14 +353,42 @@ def test_tail_follows_the_store_as_a_transcript_and_ends_on_sigint_with_0(db: Pa
         assert writer.close() == 0
 
 
+def delta(session_id: str, second: int, text: str) -> dict[str, Any]:
+    return notification(
+        "stream.delta",
+        session_id=session_id,
+        turn_id="t1",
+        delta=text,
+        delta_type="Text",
+        timestamp=ts(second),
+    )
+
+
+def test_tail_deltas_prints_the_text_as_it_streams_and_the_response_does_not_repeat_it(db: Path) -> None:
+    with Daemon(db) as writer:
+        writer.send(init("d", ts(0)), prompt("d", ts(1), text="go"))
+        writer.result("storage.flush")
+        tail = Tail("--db", str(db), "tail", "d", "--deltas", "--from", "0")
+        tail.read_until("go")
+        writer.send(delta("d", 2, "Let me "), delta("d", 3, "look\n"))
+        seen = tail.read_until("Let me look")  # before any response: live
+        writer.send(response("d", ts(4), text="Let me look\n"), prompt("d", ts(5), text="next"))
+        seen += tail.read_until("next")
+        assert "\n".join(seen).count("Let me look") == 1
+        tail.process.send_signal(signal.SIGINT)
+        assert tail.wait() == 0
+        assert writer.close() == 0
+
+
 def test_tail_json_prints_one_sessions_events_and_exits_0_when_stdout_closes(db: Path) -> None:
     with Daemon(db) as writer:
         writer.send(init("j", ts(0)), init("other", ts(1)))
         writer.result("storage.flush")
         tail = Tail("--db", str(db), "tail", "j", "--json", "--from", "0")
-        assert [json.loads(raw) for raw in tail.read_until('"j"')] == [init("j", ts(0))]
+        assert [json.loads(raw) for raw in tail.read_until('"j"')] == [{"seq": 1, "event": init("j", ts(0))}]
         writer.send(prompt("other", ts(2)), prompt("j", ts(3), text="live"))
-        assert [json.loads(raw) for raw in tail.read_until("live")] == [prompt("j", ts(3), text="live")]
+        live = [json.loads(raw) for raw in tail.read_until("live")]
+        assert live == [{"seq": 4, "event": prompt("j", ts(3), text="live")}]  # the seq --from takes
         tail.close_stdout()  # as `| head` does once it has its lines
         writer.send(prompt("j", ts(4)))  # the next line finds stdout closed
         assert tail.wait() == 0

@@ -1,0 +1,170 @@
+"""Where the commands' output goes: formats for records, colour, and the pager.
+
+Records (sessions, hits, stats) print as a table that fits the terminal (rich), JSON, one
+JSON object per line (`nl`), CSV or a markdown table. On a terminal, output longer than
+the screen goes through the pager as git does: $MICROAGENTS_PAGER, else $PAGER, else
+`less -FRX`; `--no-pager` or a pager of "" or "cat" turns it off. Colour follows
+`--color auto|always|never`; auto means a terminal and no NO_COLOR. Imported by the
+commands only (rich costs start-up time the daemon does not pay).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+FORMATS = ("table", "json", "nl", "csv", "markdown")
+DEFAULT_PAGER = "less -FRX"
+KEPT_WIDTH = 40  # a fixed column keeps up to this many characters before it is cut
+
+
+class Column(msgspec.Struct, frozen=True):
+    key: str  # the record's field
+    header: str
+    flexible: bool = False  # takes what is left of the width, cut with an ellipsis
+
+
+class Output:
+    def __init__(self, fmt: str = "table", color: str = "auto", pager: bool = True) -> None:
+        self.format = fmt
+        self.terminal = sys.stdout.isatty()
+        if color == "auto":
+            self.color = self.terminal and not os.environ.get("NO_COLOR")
+        else:
+            self.color = color == "always"
+        self.pager = pager and self.terminal
+
+    def records(
+        self,
+        columns: Sequence[Column],
+        shown: Sequence[dict[str, str]],
+        raw: Any,
+        *,
+        empty: str = "",
+        footer: str | None = None,
+    ) -> None:
+        """`shown`: each record's cells as people read them (table, csv, markdown);
+        `raw`: the records as programs read them (json, nl). A table says `empty` when
+        there are none, and ends with the `footer` line."""
+        if self.format == "json":
+            self.text(msgspec.json.encode(raw).decode())
+        elif self.format == "nl":
+            self.text("\n".join(msgspec.json.encode(record).decode() for record in raw))
+        elif self.format == "csv":
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow([column.header for column in columns])
+            writer.writerows([[row.get(column.key, "") for column in columns] for row in shown])
+            self.text(buffer.getvalue().rstrip("\n"))
+        elif self.format == "markdown":
+            self.text(markdown_table(columns, shown))
+        elif not shown:
+            self.text(empty)
+        else:
+            self.text(self.table(columns, shown) + ("" if footer is None else "\n" + footer))
+
+    def table(self, columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> str:
+        """Columns that fit the terminal's width: cells are cut with an ellipsis, never
+        wrapped; off a terminal nothing is cut."""
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for column in columns:
+            # The flexible column gives way first; the others keep their widest cell.
+            widest = max([len(column.header), *(len(row.get(column.key, "")) for row in rows)])
+            table.add_column(
+                column.header,
+                no_wrap=True,
+                overflow="ellipsis",
+                ratio=1 if column.flexible else None,
+                min_width=None if column.flexible else min(widest, KEPT_WIDTH),
+            )
+        for row in rows:  # as Text: a cell's brackets are not markup
+            table.add_row(*(Text(_one_line(row.get(column.key, ""))) for column in columns))
+        return self.render(table)
+
+    def render(self, renderable: Any) -> str:
+        """Rich output as text: the terminal's width there, unbounded elsewhere."""
+        from rich.console import Console
+
+        width = _terminal_columns() if self.terminal else 1_000_000
+        buffer = io.StringIO()
+        console = Console(
+            file=buffer,
+            width=width,
+            force_terminal=self.color,
+            no_color=not self.color,
+            color_system="standard" if self.color else None,
+            highlight=False,
+            soft_wrap=not self.terminal,
+        )
+        console.print(renderable)
+        return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").split("\n"))
+
+    def text(self, text: str) -> None:
+        """Print `text`; through the pager when on a terminal it is taller than the screen."""
+        if self.pager and text.count("\n") + 1 >= _terminal_rows():
+            command = os.environ.get("MICROAGENTS_PAGER", os.environ.get("PAGER", DEFAULT_PAGER))
+            if command.strip() not in ("", "cat"):
+                _page(command, text)
+                return
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> str:
+    def cell(text: str) -> str:
+        return _one_line(text).replace("\\", "\\\\").replace("|", "\\|")
+
+    lines = ["| " + " | ".join(column.header for column in columns) + " |"]
+    lines.append("|" + "|".join("---" for _ in columns) + "|")
+    lines += ["| " + " | ".join(cell(row.get(column.key, "")) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text or "\r" in text or "\t" in text else text
+
+
+def _page(command: str, text: str) -> None:
+    sys.stdout.flush()
+    try:
+        pager = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE)  # as git runs $PAGER
+    except OSError:
+        sys.stdout.write(text + "\n")
+        return
+    assert pager.stdin is not None
+    try:
+        pager.stdin.write((text + "\n").encode())
+        pager.stdin.close()
+    except BrokenPipeError:  # the reader quit the pager early
+        pass
+    pager.wait()
+
+
+def _terminal_columns() -> int:
+    return _terminal_size("COLUMNS", 0, 80)
+
+
+def _terminal_rows() -> int:
+    return _terminal_size("LINES", 1, 24)
+
+
+def _terminal_size(variable: str, index: int, fallback: int) -> int:
+    """As shutil.get_terminal_size: the variable, else the terminal on stdout."""
+    try:
+        return int(os.environ[variable])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.stdout.fileno())[index]
+    except (OSError, ValueError):
+        return fallback
