@@ -40,4 +40,5 @@ def compose(
     if hub is not None:
         ingest.on_commit = hub.committed
     handlers = Handlers(ingest, Stats(), request_shutdown, hub)
-    return Core(store, ingest, hub, handlers, Dispatcher(handlers, ingest))
+    dispatcher = Dispatcher(handlers, ingest, max_batch_answer_bytes=settings.max_output_bytes)
+    return Core(store, ingest, hub, handlers, dispatcher)

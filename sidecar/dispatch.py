@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import msgspec
@@ -63,11 +63,22 @@ class Queue(Protocol):
 
 class Dispatcher:
     def __init__(
-        self, handlers: Handlers, ingest: Queue, on_reject: Callable[[str], None] | None = None
+        self,
+        handlers: Handlers,
+        ingest: Queue,
+        on_reject: Callable[[str], None] | None = None,
+        *,
+        max_batch_answer_bytes: int | None = None,
     ) -> None:
         """`on_reject` hears the reason of every quarantined line instead of stderr (the
-        import command reports them with line numbers)."""
+        import command reports them with line numbers). A batch's answers are one line,
+        held until its last: past `max_batch_answer_bytes` its remaining requests are
+        answered -32003 instead of run."""
         self._on_reject = on_reject
+        self._max_batch_answer_bytes = max_batch_answer_bytes
+        # Awaited before each storage request runs, so its answer is counted against the
+        # output's bound before it is built (the daemon waits while stdout is full).
+        self.wait_for_output: Callable[[], Awaitable[None]] | None = None
         self.handlers = handlers
         self.ingest = ingest
         self.stats = handlers.stats
@@ -95,8 +106,8 @@ class Dispatcher:
         if line.startswith(_STORED_HEAD) and line.endswith(b"}}") and self._stored_form(line):
             return None
         first = line[:1]
-        if first in b" \t":
-            first = line.lstrip()[:1]
+        if first in (b" ", b"\t", b"\r"):  # JSON's whitespace (a \n ended the line)
+            first = line.lstrip(b" \t\r")[:1]
         if first == b"[":
             return self._batch(line)
         self.stats.received += 1
@@ -141,6 +152,7 @@ class Dispatcher:
             return self._unreadable(line, InvalidRequest("empty batch"))
         responses: list[bytes] = []
         acks: list[asyncio.Future[bytes | None]] = []
+        answered = 0  # bytes of the responses held for this batch's line
         for element in elements:
             self.stats.received += 1
             raw = bytes(element)
@@ -151,7 +163,19 @@ class Dispatcher:
                 continue
             reply = self._message(envelope, raw)
             if isinstance(reply, Coroutine):
-                reply = await reply
+                limit = self._max_batch_answer_bytes
+                if limit is not None and answered > limit:
+                    reply.close()  # not run: its answer could not go out with the batch's
+                    if (refused := self._batch_full(raw, envelope, limit)) is not None:
+                        responses.append(refused)
+                    continue
+                answer = await reply
+                reply = None if answer is None else protocol.joined(answer)  # a part of the batch's line
+                answered += 0 if reply is None else len(reply)
+            if self.handlers.shutting_down:  # what follows storage.shutdown is not read
+                if reply is not None and not isinstance(reply, asyncio.Future):
+                    responses.append(protocol.joined(reply))
+                break
             if isinstance(reply, asyncio.Future):
                 acks.append(reply)
             elif reply is not None:
@@ -161,6 +185,15 @@ class Dispatcher:
             if response is not None:
                 responses.append(response)
         return b"[" + b",".join(responses) + b"]" if responses else None
+
+    def _batch_full(self, raw: bytes, envelope: Envelope, limit: int) -> bytes | None:
+        """A request not run: answered -32003, or as a notification quarantined."""
+        error = MessageTooLarge(
+            f"the batch's answers passed {limit} bytes; this request was not run: send it on its own line",
+            size=limit,
+        )
+        is_request = envelope.id is not msgspec.UNSET
+        return self._failed(raw, error, envelope.id if is_request else None, is_request)
 
     def _message(self, envelope: Envelope, raw: bytes) -> Reply:
         request_id = envelope.id
@@ -191,6 +224,8 @@ class Dispatcher:
             handler = self._methods.get(method)
             if handler is None:
                 raise MethodNotFound(f"unknown method {method!r}", method=method)
+            if self.wait_for_output is not None:
+                await self.wait_for_output()
             result = await self._call(handler, params)
         except RpcError as error:
             return self._failed(raw, error, request_id, is_request)

@@ -33,7 +33,16 @@ from sidecar.store.search import query_terms
 from sidecar.subscriptions import Hub
 from sidecar.timestamps import TimestampError, now_rfc3339, parse_instant, parse_ns
 
-METHOD_PATTERN = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(\.\*)?$"
+# \Z, not $: $ would also match before a final newline ("user.*\n").
+METHOD_PATTERN = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(\.\*)?\Z"
+# Bounds on client input, the same on every backend (beyond them: -32602 naming the field).
+MAX_INT = 2**63 - 1  # what every store can hold and compare (SQLite, PostgreSQL bigint)
+MAX_METHODS = 256  # method filters in one request
+MAX_QUERY_CHARS = 4096
+MAX_QUERY_WORDS = 64  # a search's cost grows with its words
+Methods = Annotated[
+    list[Annotated[str, Meta(pattern=METHOD_PATTERN, max_length=200)]], Meta(max_length=MAX_METHODS)
+]
 
 
 class EncodedElements:
@@ -54,12 +63,12 @@ class NoParams(Struct, forbid_unknown_fields=True):
 class GetSessionParams(Struct, forbid_unknown_fields=True):
     session_id: str
     after: str | None = None
-    methods: list[Annotated[str, Meta(pattern=METHOD_PATTERN)]] | None = None
+    methods: Methods | None = None
     last: Annotated[int, Meta(ge=1)] | None = None
 
 
 class ListSessionsParams(Struct, forbid_unknown_fields=True):
-    limit: Annotated[int, Meta(ge=1)] = 100
+    limit: Annotated[int, Meta(ge=1, le=MAX_INT)] = 100
     before: str | None = None
     query: str | None = None
 
@@ -74,16 +83,16 @@ class ForkParams(Struct, forbid_unknown_fields=True):
 
 
 class SearchParams(Struct, forbid_unknown_fields=True):
-    query: str
+    query: Annotated[str, Meta(max_length=MAX_QUERY_CHARS)]
     session_id: str | None = None
     limit: Annotated[int, Meta(ge=1, le=1000)] = 20
 
 
 class SubscribeParams(Struct, forbid_unknown_fields=True):
     session_id: str | None = None  # None: every session
-    methods: list[Annotated[str, Meta(pattern=METHOD_PATTERN)]] | None = None
+    methods: Methods | None = None
     # The last seq already seen: events after it are sent. "now": the latest committed.
-    from_: Annotated[int, Meta(ge=0)] | Literal["now"] = msgspec.field(default="now", name="from")
+    from_: Annotated[int, Meta(ge=0, le=MAX_INT)] | Literal["now"] = msgspec.field(default="now", name="from")
 
 
 class UnsubscribeParams(Struct, forbid_unknown_fields=True):
@@ -122,6 +131,7 @@ class Handlers:
         self.store = ingest.store
         self.stats = stats
         self._request_shutdown = request_shutdown
+        self.shutting_down = False  # storage.shutdown was answered: nothing more is read
         self.methods: dict[str, Method] = {
             "storage.get_session": Method(GetSessionParams, self.get_session, "session_id"),
             "storage.list_sessions": Method(ListSessionsParams, self.list_sessions),
@@ -197,6 +207,8 @@ class Handlers:
         terms = query_terms(params.query)
         if not terms:
             raise InvalidParams("the query has no words to search for", field="query")
+        if len(terms) > MAX_QUERY_WORDS:
+            raise InvalidParams(f"the query has {len(terms)} words; at most {MAX_QUERY_WORDS}", field="query")
         await self.ingest.drain()
         return await self.store.search(SearchQuery(terms, params.session_id, params.limit))
 
@@ -256,6 +268,7 @@ class Handlers:
         events remain unstored (they are named on stderr)."""
         with contextlib.suppress(StoreFailure):
             await self.ingest.drain()
+        self.shutting_down = True
         self._request_shutdown()
 
 

@@ -11,7 +11,8 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from sidecar.config import Settings
 from sidecar.core import compose
@@ -47,6 +48,7 @@ class Server:
         assert core.hub is not None
         self.ingest, self.hub, self.dispatcher = core.ingest, core.hub, core.dispatcher
         self.writer.on_written = self.hub.output_written
+        self.dispatcher.wait_for_output = self._wait_for_output
         self._stopping = False  # storage.shutdown: stop after the current message
         self._interrupted = asyncio.Event()  # a signal: finish what was read, then stop
         self._replies: set[asyncio.Future[bytes | None]] = set()
@@ -67,16 +69,21 @@ class Server:
         self.ingest.start()
         self.writer.start()
         self.reader.start()
+        failed = False
         try:
             await self._read_loop()
+        except Exception:  # a bug, or MemoryError: still shut down in order, never hang
+            log.critical("reading stopped on an internal error; storing what was received", exc_info=True)
+            failed = True
         finally:
             # A second Ctrl-C may still abort a long shutdown (exit 130); a SIGTERM stays
             # handled, or the default action would kill the daemon with events queued.
             loop.remove_signal_handler(signal.SIGINT)
         try:
-            return await self._shutdown()
+            code = await self._shutdown()
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
+        return max(code, EXIT_UNSTORED) if failed else code
 
     async def _read_loop(self) -> None:
         splitter = LineSplitter(self.settings.max_line_bytes)
@@ -104,13 +111,23 @@ class Server:
         for side in sides:
             if side.has_room:
                 continue
-            room = asyncio.ensure_future(side.wait_for_room())
-            interrupted = asyncio.ensure_future(self._interrupted.wait())
-            await asyncio.wait({room, interrupted}, return_when=asyncio.FIRST_COMPLETED)
-            room.cancel()
-            interrupted.cancel()
+            await self._first_of(side.wait_for_room(), self._interrupted.wait())
             if self._interrupted.is_set():
                 return
+
+    @staticmethod
+    async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+        tasks = [asyncio.ensure_future(wait) for wait in waits]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+
+    async def _wait_for_output(self) -> None:
+        """Before a storage request runs: its answer waits for stdout to have room, so
+        requests read ahead of a reader that does not read are never all built (a signal
+        ends the wait: what was read is then handled before stopping)."""
+        if not self.writer.has_room and not self._interrupted.is_set():
+            await self._first_of(self.writer.wait_for_room(), self._interrupted.wait())
 
     async def _answer(self, reply: Reply) -> None:
         if isinstance(reply, asyncio.Future):  # written once its event is committed

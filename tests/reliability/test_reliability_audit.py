@@ -1,0 +1,277 @@
+"""The holes the adversarial audit found (issue 13), each closed and kept closed: client
+mistakes are -32602 on every backend, a batch or a reader that does not read cannot make the
+daemon build unbounded answers, a MemoryError never leaves a daemon that ignores its end,
+and nothing from a transcript drives the terminal. In-process where the daemon's own
+pieces prove it; the real entry point for what people see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon import Daemon
+from events import error_of, init, line, prompt, result_of, rpc
+from wire import Wire, running
+
+from sidecar.config import Settings
+from sidecar.server import Server
+from sidecar.store.base import SessionQuery, Store
+from sidecar.store.memory import MemoryStore
+from sidecar.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.reliability
+
+T = "2026-06-07T14:03:{:02d}Z"
+WAIT_S = 30.0
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def any_wire(request: pytest.FixtureRequest, db: Path) -> AsyncIterator[Wire]:
+    store: Store = MemoryStore() if request.param == "memory" else SqliteStore(db)
+    async with running(store) as running_wire:
+        yield running_wire
+
+
+# --- 8. client mistakes are -32602 naming the field, on every backend ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "field"),
+    [
+        ("storage.list_sessions", {"limit": 2**63}, "limit"),
+        ("storage.get_session", {"session_id": "s", "methods": ["user.*"] * 257}, "methods"),
+        ("storage.subscribe", {"from": 2**63}, "from"),
+        ("storage.get_session", {"session_id": "s", "methods": ["user.*\n"]}, "methods[0]"),
+        ("storage.search", {"query": " ".join(f"w{n}" for n in range(65))}, "query"),
+        ("storage.search", {"query": "w" * 4097}, "query"),
+    ],
+    ids=["limit-2^63", "257-methods", "from-2^63", "pattern-final-newline", "65-words", "4097-chars"],
+)
+async def test_out_of_range_client_input_is_invalid_params_naming_the_field(
+    any_wire: Wire, method: str, params: dict[str, Any], field: str
+) -> None:
+    assert await any_wire.invalid_field(method, params) == field
+
+
+async def test_the_largest_accepted_values_are_served(any_wire: Wire) -> None:
+    await any_wire.send(init("s", T.format(0)), prompt("s", T.format(1)))
+    assert len(await any_wire.result("storage.list_sessions", {"limit": 2**63 - 1})) == 1
+    methods = ["user.*"] * 256
+    assert len(await any_wire.result("storage.get_session", {"session_id": "s", "methods": methods})) == 1
+    query = " ".join(["hi"] * 64)
+    assert len(await any_wire.result("storage.search", {"query": query})) == 1
+
+
+# --- 10. minor: a batch after \r, what follows storage.shutdown in a batch ------------------------
+
+
+async def test_a_batch_after_a_carriage_return_is_a_batch_as_after_a_space_or_tab(any_wire: Wire) -> None:
+    for lead in (b"\r", b" ", b"\t", b"\r\t "):
+        [answers] = await any_wire.feed(lead + json.dumps([rpc("storage.info", request_id=1)]).encode())
+        assert isinstance(answers, list) and result_of(answers[0], 1)["name"] == "microagents-sidecar"
+
+
+async def test_batch_elements_after_storage_shutdown_are_not_run(db: Path) -> None:
+    stopped: list[bool] = []
+    async with running(SqliteStore(db), request_shutdown=lambda: stopped.append(True)) as wire:
+        batch = [
+            init("before", T.format(0)),
+            rpc("storage.shutdown", request_id=1),
+            init("after", T.format(1)),
+        ]
+        batch.append(rpc("storage.stats", request_id=2))
+        answers = await wire.answer(batch)
+        assert [answer["id"] for answer in answers] == [1] and stopped == [True]
+        assert await wire.store.read_session("before", SessionQuery()) != []
+        assert await wire.store.read_session("after", SessionQuery()) == []
+
+
+# --- 4. answers count against the output bound before they are built -----------------------------
+
+
+async def test_a_batch_whose_answers_pass_the_output_bound_refuses_the_rest_but_stores_its_events(
+    db: Path,
+) -> None:
+    settings = Settings(backend="sqlite", max_output_bytes=4096)
+    async with running(SqliteStore(db), settings=settings) as wire:
+        await wire.send(
+            init("big", T.format(0)), *(prompt("big", T.format(1), text="x" * 1000) for _ in range(3))
+        )
+        reads = [rpc("storage.get_session", {"session_id": "big"}, request_id=n) for n in range(5)]
+        answers = await wire.answer([*reads, init("late", T.format(2)), rpc("storage.flush", request_id="f")])
+        served = [a for a in answers if "result" in a]
+        refused = [a for a in answers if "error" in a]
+        assert [a["id"] for a in served] == [0, 1] and len(served[0]["result"]) == 4  # the second passed 4 KB
+        assert [a["id"] for a in refused] == [2, 3, 4, "f"]  # every request after it, not run
+        assert all(error_of(a, -32003, a["id"])["message"] == "Message too large" for a in refused)
+        assert await wire.store.read_session("late", SessionQuery()) != []
+
+
+class CountingStore(SqliteStore):
+    """Counts whole-session reads; the first `fail` of them raise MemoryError."""
+
+    def __init__(self, path: Path, fail: int = 0) -> None:
+        super().__init__(path)
+        self.reads = 0
+        self.fail = fail
+
+    async def read_session_chunks(self, session_id: str, query: SessionQuery) -> list[bytes]:
+        self.reads += 1
+        if self.reads <= self.fail:
+            raise MemoryError
+        return await super().read_session_chunks(session_id, query)
+
+
+class Pipes:
+    """The in-process daemon's stdin and stdout, as a runtime holds them."""
+
+    def __init__(self) -> None:
+        self.stdin_read, self.stdin_write = os.pipe()
+        self.stdout_read, self.stdout_write = os.pipe()
+        self.received = bytearray()
+        self._reader = threading.Thread(target=self._read_all, daemon=True)
+        self.start_reading = threading.Event()
+
+    def send(self, *messages: Any) -> None:
+        for message in messages:
+            os.write(self.stdin_write, line(message) + b"\n")
+
+    def end_input(self) -> None:
+        os.close(self.stdin_write)
+
+    def _read_all(self) -> None:
+        self.start_reading.wait(WAIT_S)
+        while chunk := os.read(self.stdout_read, 1 << 20):
+            self.received += chunk
+
+    def answers(self) -> list[Any]:
+        return [json.loads(raw) for raw in bytes(self.received).splitlines()]
+
+    async def serve(self, settings: Settings, store: Store) -> int:
+        """Run the daemon on these pipes until its end; its exit code."""
+        self._reader.start()
+        await store.open()
+        server = Server(settings, store, self.stdin_read, self.stdout_write)
+        self.server = server
+        try:
+            async with asyncio.timeout(WAIT_S):
+                return await server.run()
+        finally:
+            os.close(self.stdout_write)
+            self.start_reading.set()
+            await asyncio.to_thread(self._reader.join, WAIT_S)
+            os.close(self.stdout_read)
+            os.close(self.stdin_read)
+
+
+async def test_requests_read_ahead_of_a_reader_that_does_not_read_are_not_all_answered_at_once(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hundred reads of a 30 KB session while stdout is not read: each waits for room
+    before it is built, so what waits to be written stays near the bound."""
+    bound = 64 * 1024
+    pipes = Pipes()
+    pipes.send(init("s", T.format(0)), *(prompt("s", T.format(1), text="y" * 400) for _ in range(60)))
+    pipes.send(*(rpc("storage.get_session", {"session_id": "s"}, request_id=n) for n in range(200)))
+    pipes.end_input()
+    store = CountingStore(db)
+    most_pending = 0
+    serving = asyncio.ensure_future(pipes.serve(Settings(backend="sqlite", max_output_bytes=bound), store))
+    while not hasattr(pipes, "server"):
+        await asyncio.sleep(0)
+    writer, dispatcher = pipes.server.writer, pipes.server.dispatcher
+    write_line, wait_for_output = writer.write_line, dispatcher.wait_for_output
+    written = 0
+
+    def counted(line_: bytes | list[bytes]) -> None:
+        nonlocal most_pending, written
+        write_line(line_)
+        most_pending = max(most_pending, writer.pending_bytes)
+        written += 1
+        if written == 200:  # every answer built: the reader reads at last
+            pipes.start_reading.set()
+
+    async def waiting() -> None:
+        if not writer.has_room:  # the daemon waits for the reader: now it reads, as a slow one would
+            pipes.start_reading.set()
+        assert wait_for_output is not None
+        await wait_for_output()
+
+    monkeypatch.setattr(writer, "write_line", counted)
+    dispatcher.wait_for_output = waiting
+    assert await serving == 0
+    answers = pipes.answers()
+    assert len(answers) == 200 and all(len(result_of(a, a["id"])) == 61 for a in answers)
+    answer_bytes = len(json.dumps(answers[0]))
+    assert most_pending <= bound + 2 * answer_bytes  # not 200 answers
+
+
+async def test_a_memory_error_answering_a_request_is_an_internal_error_and_the_daemon_goes_on(
+    db: Path,
+) -> None:
+    pipes = Pipes()
+    pipes.start_reading.set()
+    pipes.send(init("s", T.format(0)), rpc("storage.get_session", {"session_id": "s"}, request_id=1))
+    pipes.send(prompt("s", T.format(1)), rpc("storage.get_session", {"session_id": "s"}, request_id=2))
+    pipes.end_input()
+    assert await pipes.serve(Settings(backend="sqlite"), CountingStore(db, fail=1)) == 0
+    first, second = pipes.answers()
+    assert error_of(first, -32603, 1)
+    assert [e["method"] for e in result_of(second, 2)] == ["session.init", "user.prompt.submit"]
+
+
+async def test_a_memory_error_in_the_read_loop_still_stores_what_came_before_and_ends(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipes = Pipes()
+    pipes.start_reading.set()
+    pipes.send(init("s", T.format(0)), prompt("s", T.format(1)), {"jsonrpc": "2.0", "method": "boom"})
+    pipes.end_input()
+    store = SqliteStore(db)
+    serving = asyncio.ensure_future(pipes.serve(Settings(backend="sqlite"), store))
+    while not hasattr(pipes, "server"):
+        await asyncio.sleep(0)
+    handle_line = pipes.server.dispatcher.handle_line
+
+    def failing(raw: Any) -> Any:
+        if isinstance(raw, bytes) and b'"boom"' in raw:
+            raise MemoryError
+        return handle_line(raw)
+
+    monkeypatch.setattr(pipes.server.dispatcher, "handle_line", failing)
+    assert await serving == 1  # ended, in order, saying something failed
+    async with running(SqliteStore(db)) as wire:
+        assert len(await wire.store.read_session("s", SessionQuery())) == 2
+
+
+# --- 11. nothing from a transcript drives the terminal -----------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args], input="", capture_output=True, text=True, timeout=60
+    )
+
+
+def test_terminal_controls_in_stored_ids_and_prompts_are_shown_not_obeyed(db: Path) -> None:
+    hostile = "evil\x1b]0;pwned\x07\x1b[2J"
+    with Daemon(db) as daemon:
+        daemon.send(init(hostile, T.format(0)), prompt(hostile, T.format(1), text=f"look {hostile} here"))
+        assert daemon.close() == 0
+    for command in (["list"], ["list", "--format", "markdown"]):  # csv off a terminal: the data as it is
+        shown = cli("--db", str(db), *command, "--color", "always")
+        assert (
+            "\x1b]" not in shown.stdout and "\x07" not in shown.stdout and "\\u001b]0;pwned" in shown.stdout
+        )
+    for command in (["show", "evil"], ["search", "look"], ["show", "evil", "--format", "markdown"]):
+        shown = cli("--db", str(db), *command)
+        assert shown.returncode == 0, shown.stderr
+        assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "pwned" in shown.stdout
