@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -27,8 +28,25 @@ EXAMPLES = "2h, 7d, 2026-06-07, 2026-06-07 16:03:21 +02:00"
 FORMATS = ("table", "json", "nl", "csv", "markdown")
 SHOW_FORMATS = ("text", "json", "nl", "markdown")
 COMMAND_NAMES = frozenset(
-    {"serve", "list", "show", "export", "import", "search", "fork", "delete", "prune", "stats", "tail"}
+    {
+        "serve",
+        "list",
+        "show",
+        "export",
+        "import",
+        "search",
+        "fork",
+        "delete",
+        "prune",
+        "stats",
+        "tail",
+        "web",
+        "mcp",
+    }
 )
+INSTALL = "pip install 'microagents-sidecar[{extra}]'"
+# command: (module with `main(args, settings) -> exit code`, the extra it needs)
+FRONT_ENDS = {"web": ("sidecar.web", "web"), "mcp": ("sidecar.mcp_server", "mcp")}
 TTY_HINT = (
     "microagents-sidecar: reading JSON-RPC 2.0 messages from stdin, one per line (Ctrl-D ends); "
     "see microagents-sidecar --help for the commands (list, show, search, tail...)"
@@ -56,6 +74,8 @@ commands (serve is the default):
   prune            delete sessions idle longer than --older-than
   stats            what the store holds
   tail [SESSION]   follow what is written, as tail -f (--json: the events)
+  web              a live viewer in the browser (extra: web)
+  mcp              a Model Context Protocol server for editors and agents (extra: mcp)
 
 exit codes: 0 success, 1 not found (or the daemon could not store everything),
 2 usage, 3 the store failed
@@ -144,6 +164,13 @@ def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:
     export.add_argument(
         "session_ids", metavar="SESSION", nargs="*", default=[], help="default: every session"
     )
+    export.add_argument(
+        "--html",
+        metavar="DIR",
+        type=Path,
+        help="instead, a static site in DIR: an index and a page per session, opened from disk "
+        "(needs the web extra)",
+    )
     imports = command("import", "NDJSON event files into the store; rejected lines are reported", writes=True)
     imports.add_argument("files", metavar="FILE", nargs="+", help="files of events, - for stdin")
     search = command("search", "events whose text (prompts, answers, tool results) holds every word")
@@ -174,6 +201,13 @@ def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:
         help="start after this seq (0: from the first the store can replay); default: from now",
     )
     tail.add_argument("--deltas", action="store_true", help="print stream.delta text as it streams")
+    web = command("web", "a local, read-only viewer in the browser, live (needs the web extra)")
+    web.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    web.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0 picks a free one)")
+    web.add_argument("--open", action="store_true", help="open the viewer in the browser")
+    command("mcp", "a Model Context Protocol server on stdio, read-only (needs the mcp extra)")
     for sub in (listing, search, stats, show):
         formats = "table|json|nl|csv|markdown" if sub is not show else "text|json|nl|markdown"
         sub.add_argument(
@@ -311,6 +345,13 @@ def _seq(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _whole_number(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, such as 8765, not {text!r}")
+    return value
+
+
 def _whole_number(text: str) -> int:
     try:
         return int(text)
@@ -435,6 +476,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             tune_malloc()
 
             return run(lambda: serve(settings))
+        if args.command in FRONT_ENDS:  # servers of their own, each behind its extra
+            module, extra = FRONT_ENDS[args.command]
+            try:
+                front_end = importlib.import_module(module)
+            except ImportError as exc:
+                parser.error(f"{args.command} needs the {extra} extra ({exc}): {INSTALL.format(extra=extra)}")
+            code: int = front_end.main(args, settings)
+            return code
         from sidecar.commands import run_command
 
         return run(lambda: run_command(args, settings))

@@ -23,7 +23,7 @@ import msgspec
 
 from sidecar import protocol, render
 from sidecar.clock import Clock, rfc3339
-from sidecar.config import Settings
+from sidecar.config import Settings, missing_store
 from sidecar.core import compose
 from sidecar.dispatch import Dispatcher
 from sidecar.framing import LineSplitter
@@ -72,7 +72,7 @@ READ_ONLY = frozenset({"list", "show", "export", "search", "stats", "tail"})
 
 
 async def run_command(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command in READ_ONLY and (missing := _missing_store(settings)) is not None:
+    if args.command in READ_ONLY and (missing := missing_store(settings)) is not None:
         return _fail(f"no store at {missing}", EXIT_NOT_FOUND)
     store = open_store(settings)
     try:
@@ -129,13 +129,15 @@ async def list_sessions(args: argparse.Namespace, handlers: Handlers, _: Setting
     return EXIT_OK
 
 
+# On a narrow terminal the title gives way first, then the model, then the id (a start of
+# it is enough to name the session), then the status.
 SESSION_COLUMNS = (
-    Column("session", "SESSION"),
+    Column("session", "SESSION", shrink=3, min_width=13),
     Column("events", "EVENTS"),
     Column("last", "LAST ACTIVITY"),
-    Column("status", "STATUS"),
-    Column("model", "MODEL"),
-    Column("title", "TITLE", flexible=True),
+    Column("status", "STATUS", shrink=4, min_width=7),
+    Column("model", "MODEL", shrink=2, min_width=10),
+    Column("title", "TITLE", shrink=1, min_width=12),
 )
 
 
@@ -167,8 +169,10 @@ async def show(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int
         return EXIT_OK
     events = [msgspec.json.decode(p) for p in payloads]
     clock = Clock(args.utc)
-    if fmt == "markdown":
-        text = transcript_markdown(build_transcript(events), format_time=clock.show, full=args.full)
+    if fmt == "markdown":  # a document to read: terminal controls in it are shown, not kept
+        text = render.visible(
+            transcript_markdown(build_transcript(events), format_time=clock.show, full=args.full)
+        )
     else:
         style = render.Style(out.color)
         text = render.transcript(events, style, full=args.full, format_time=clock.show)
@@ -177,8 +181,11 @@ async def show(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int
 
 
 async def export(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
-    """NDJSON of every event of each session, in time order; the oldest sessions first."""
-    session_ids = args.session_ids
+    """NDJSON of every event of each session, in time order; the oldest sessions first.
+    With --html, a static site instead (sidecar.html)."""
+    if args.html is not None:
+        return await _export_html(args, handlers)
+    session_ids = [await resolve_session(handlers, reference) for reference in args.session_ids]
     if not session_ids:
         summaries = await handlers.list_sessions(ListSessionsParams(limit=EVERYTHING))
         session_ids = [s.session_id for s in reversed(summaries)]
@@ -190,6 +197,21 @@ async def export(args: argparse.Namespace, handlers: Handlers, _: Settings) -> i
         _write_lines(payloads)
     if missing:
         raise Failed(f"no session {', '.join(map(repr, missing))}", EXIT_NOT_FOUND)
+    return EXIT_OK
+
+
+async def _export_html(args: argparse.Namespace, handlers: Handlers) -> int:
+    try:
+        from sidecar.html import export_site
+    except ImportError as exc:
+        raise Failed(
+            f"export --html needs the web extra ({exc}): pip install 'microagents-sidecar[web]'", EXIT_USAGE
+        ) from None
+    session_ids = [await resolve_session(handlers, ref) for ref in args.session_ids]
+    written = await export_site(
+        handlers, args.html, session_ids or None, clock=Clock(getattr(args, "utc", False))
+    )
+    print(f"wrote {written} pages to {args.html.resolve()}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -334,19 +356,21 @@ async def search(args: argparse.Namespace, handlers: Handlers, _: Settings) -> i
 
 HIT_COLUMNS = (
     Column("time", "TIME"),
-    Column("session", "SESSION"),
+    Column("session", "SESSION", shrink=2, min_width=13),
     Column("seq", "SEQ"),
     Column("event", "EVENT"),
-    Column("match", "MATCH", flexible=True),
+    Column("match", "MATCH", shrink=1, min_width=20),
 )
 
 
 async def fork(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int:
-    result = await handlers.fork_session(ForkParams(args.session_id, args.new_session_id))
+    parent = await resolve_session(handlers, args.session_id)
+    result = await handlers.fork_session(ForkParams(parent, args.new_session_id))
     if args.json:
         print(msgspec.json.encode(result).decode())
     else:
-        print(f"forked {args.session_id} as {result['session_id']} ({result['copied']} events copied)")
+        forked = f"forked {parent} as {result['session_id']} ({result['copied']} events copied)"
+        print(render.visible(forked))
     return EXIT_OK
 
 
@@ -355,7 +379,7 @@ async def delete(args: argparse.Namespace, handlers: Handlers, _: Settings) -> i
     session_id = await resolve_session(handlers, args.session_id)
     if not args.yes and sys.stdin.isatty():
         count = len(await handlers.session_events(GetSessionParams(session_id=session_id)))
-        if not await _confirm(f"delete session {session_id} ({count} events)? [y/N] "):
+        if not await _confirm(render.visible(f"delete session {session_id} ({count} events)? [y/N] ")):
             print("nothing deleted", file=sys.stderr)
             return EXIT_OK
     result = await handlers.delete_session(SessionParams(session_id))
@@ -364,7 +388,7 @@ async def delete(args: argparse.Namespace, handlers: Handlers, _: Settings) -> i
     if args.json:
         print(msgspec.json.encode(result).decode())
     else:
-        print(f"deleted {session_id} ({result['deleted']} events)")
+        print(render.visible(f"deleted {session_id} ({result['deleted']} events)"))
     return EXIT_OK
 
 
@@ -388,7 +412,11 @@ async def prune(args: argparse.Namespace, handlers: Handlers, _: Settings) -> in
             deleted += (await handlers.delete_session(SessionParams(summary.session_id)))["deleted"]
         if not args.json:
             last = clock.show(summary.last_timestamp)
-            print(f"{verb} {summary.session_id} ({summary.event_count} events, last active {last})")
+            print(
+                render.visible(
+                    f"{verb} {summary.session_id} ({summary.event_count} events, last active {last})"
+                )
+            )
     reclaimed = 0 if args.dry_run or not old else await handlers.store.reclaim_space()
     if args.json:
         print(
@@ -448,7 +476,7 @@ async def stats(args: argparse.Namespace, handlers: Handlers, _: Settings) -> in
     return EXIT_OK
 
 
-STAT_COLUMNS = (Column("figure", "FIGURE"), Column("value", "VALUE", flexible=True))
+STAT_COLUMNS = (Column("figure", "FIGURE"), Column("value", "VALUE", shrink=1, min_width=20))
 
 
 async def _highest_seq(store: Store) -> int | None:
@@ -521,7 +549,7 @@ def _transcript_event(
         prefix = ""
         if every_session and shown != [event.session_id]:
             if event.method != "session.init":  # which names its session itself
-                prefix = style.bold(f"── {event.session_id}") + "\n"
+                prefix = style.bold(f"── {render.visible(event.session_id)}") + "\n"
             shown[:] = [event.session_id]
         if event.method == "stream.delta" and deltas:
             text = str((message.get("params") or {}).get("delta", ""))
@@ -531,6 +559,7 @@ def _transcript_event(
                     style.bold(style.green("assistant")) + "  " + style.dim(clock.show(_timestamp(message)))
                 )
                 prefix += "\n" + heading + "\n"
+            text = render.visible(text)
             return (prefix + (style.dim(text) if _is_thinking(message) else text)).encode()
         if event.session_id in streaming:
             streaming.discard(event.session_id)
@@ -614,23 +643,13 @@ async def resolve_session(handlers: Handlers, reference: str) -> str:
         return matches[0]
     if not matches:
         raise Failed(f"no session {reference!r}", EXIT_NOT_FOUND)
-    listed = "\n  ".join(matches[:AMBIGUOUS_SHOWN]) + ("\n  ..." if len(matches) > AMBIGUOUS_SHOWN else "")
+    listed = "\n  ".join(map(render.visible, matches[:AMBIGUOUS_SHOWN])) + (
+        "\n  ..." if len(matches) > AMBIGUOUS_SHOWN else ""
+    )
     raise Failed(f"{reference!r} is the start of {len(matches)} sessions:\n  {listed}", EXIT_USAGE)
 
 
 AMBIGUOUS_SHOWN = 10
-
-
-def _missing_store(settings: Settings) -> Path | None:
-    """The absolute path of a file store that does not exist (None if it does)."""
-    if settings.backend == "sqlite":
-        path = settings.db_path
-    elif settings.backend == "jsonl":
-        path = settings.jsonl_dir
-    else:
-        return None
-    path = Path(os.path.abspath(path))
-    return None if path.exists() else path
 
 
 def _absolute(location: str) -> str:

@@ -42,3 +42,16 @@ class Settings(msgspec.Struct, kw_only=True):
     max_pending_bytes: int = 8 * 1024 * 1024
     max_output_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
+
+
+def missing_store(settings: Settings) -> Path | None:
+    """The absolute path of a file store that does not exist (None if it does, or if the
+    backend keeps no files): commands that only read must not create one."""
+    if settings.backend == "sqlite":
+        path = settings.db_path
+    elif settings.backend == "jsonl":
+        path = settings.jsonl_dir
+    else:
+        return None
+    path = Path(os.path.abspath(path))
+    return None if path.exists() else path

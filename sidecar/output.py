@@ -20,15 +20,20 @@ from typing import Any
 
 import msgspec
 
+from sidecar.render import visible
+
 FORMATS = ("table", "json", "nl", "csv", "markdown")
 DEFAULT_PAGER = "less -FRX"
-KEPT_WIDTH = 40  # a fixed column keeps up to this many characters before it is cut
+GAP = 2  # spaces between table columns
 
 
 class Column(msgspec.Struct, frozen=True):
     key: str  # the record's field
     header: str
-    flexible: bool = False  # takes what is left of the width, cut with an ellipsis
+    # On a narrow terminal a column with a `shrink` rank is cut (with an ellipsis) down to
+    # `min_width`, the lowest rank first; the others keep their widest cell.
+    shrink: int | None = None
+    min_width: int = 8
 
 
 class Output:
@@ -61,7 +66,8 @@ class Output:
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
             writer.writerow([column.header for column in columns])
-            writer.writerows([[row.get(column.key, "") for column in columns] for row in shown])
+            cell = _one_line if self.terminal else str  # a file gets the data as it is
+            writer.writerows([[cell(row.get(column.key, "")) for column in columns] for row in shown])
             self.text(buffer.getvalue().rstrip("\n"))
         elif self.format == "markdown":
             self.text(markdown_table(columns, shown))
@@ -72,23 +78,21 @@ class Output:
 
     def table(self, columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> str:
         """Columns that fit the terminal's width: cells are cut with an ellipsis, never
-        wrapped; off a terminal nothing is cut."""
+        wrapped, never dropped; off a terminal nothing is cut."""
         from rich.table import Table
         from rich.text import Text
 
+        cells = [[_one_line(row.get(column.key, "")) for column in columns] for row in rows]
+        widths = [
+            max([len(column.header), *(len(row[i]) for row in cells)]) for i, column in enumerate(columns)
+        ]
+        if self.terminal:
+            widths = fitted(columns, widths, _terminal_columns() - GAP * (len(columns) - 1))
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for column in columns:
-            # The flexible column gives way first; the others keep their widest cell.
-            widest = max([len(column.header), *(len(row.get(column.key, "")) for row in rows)])
-            table.add_column(
-                column.header,
-                no_wrap=True,
-                overflow="ellipsis",
-                ratio=1 if column.flexible else None,
-                min_width=None if column.flexible else min(widest, KEPT_WIDTH),
-            )
-        for row in rows:  # as Text: a cell's brackets are not markup
-            table.add_row(*(Text(_one_line(row.get(column.key, ""))) for column in columns))
+        for column, width in zip(columns, widths, strict=True):
+            table.add_column(column.header, width=width, no_wrap=True, overflow="ellipsis")
+        for row_cells in cells:  # as Text: a cell's brackets are not markup
+            table.add_row(*map(Text, row_cells))
         return self.render(table)
 
     def render(self, renderable: Any) -> str:
@@ -120,6 +124,21 @@ class Output:
         sys.stdout.flush()
 
 
+def fitted(columns: Sequence[Column], widths: list[int], available: int) -> list[int]:
+    """`widths` cut to `available` in all: shrinkable columns first, lowest rank first,
+    each down to its minimum."""
+    widths = list(widths)
+    excess = sum(widths) - available
+    ranked = sorted((c.shrink, i) for i, c in enumerate(columns) if c.shrink is not None)
+    for _, index in ranked:
+        if excess <= 0:
+            break
+        cut = min(excess, max(0, widths[index] - columns[index].min_width))
+        widths[index] -= cut
+        excess -= cut
+    return widths
+
+
 def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, str]]) -> str:
     def cell(text: str) -> str:
         return _one_line(text).replace("\\", "\\\\").replace("|", "\\|")
@@ -131,7 +150,9 @@ def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, str]]) ->
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split()) if "\n" in text or "\r" in text or "\t" in text else text
+    """A cell on one line, its terminal controls shown as escapes (a stored prompt or id
+    must not drive the terminal)."""
+    return visible(" ".join(text.split()) if "\n" in text or "\r" in text or "\t" in text else text)
 
 
 def _page(command: str, text: str) -> None:

@@ -117,7 +117,7 @@ def transcript(
             return ""
         items = [item for turn in build(events).turns for item in turn.items]
         return "".join(
-            style.dim(_safe(item.text)) if isinstance(item, Thinking) else _safe(item.text)
+            style.dim(visible(item.text)) if isinstance(item, Thinking) else visible(item.text)
             for item in items
             if isinstance(item, AssistantText | Thinking)
         )
@@ -136,7 +136,7 @@ class _Drawing:
         for turn in self.t.turns:
             if turn.prompt is not None:
                 heading = style.bold(style.cyan("you")) + self.stamp(turn.prompt.timestamp)
-                lines.extend(["", heading, _safe(turn.prompt.text)])
+                lines.extend(["", heading, visible(turn.prompt.text)])
             # Tool calls of a turn sit under "assistant"; before any prompt, only text needs it.
             under_assistant = False
             for item in turn.items:
@@ -155,7 +155,7 @@ class _Drawing:
     def item(self, item: Item) -> list[str]:
         style = self.style
         if isinstance(item, AssistantText):
-            lines = [_safe(item.text)] if item.text else []
+            lines = [visible(item.text)] if item.text else []
             if item.partial:
                 lines.append(style.dim("… (streamed; no response followed)"))
             if item.usage:
@@ -163,49 +163,49 @@ class _Drawing:
             return lines
         if isinstance(item, Thinking):
             partial = " …" if item.partial else ""
-            return [style.dim(line) for line in f"(thinking) {_safe(item.text)}{partial}".split("\n")]
+            return [style.dim(line) for line in f"(thinking) {visible(item.text)}{partial}".split("\n")]
         if isinstance(item, ToolCall):
             arguments = json.dumps(item.input, ensure_ascii=False, separators=(",", ":"), default=str)
-            call = f"{_safe(item.name)}({self.clip(_safe(arguments))})"
+            call = f"{visible(item.name)}({self.clip(visible(arguments))})"
             return [style.dim("  → ") + call, *([] if item.result is None else self.result(item.result))]
         if isinstance(item, OrphanResult):
             return self.result(item.result)
         if isinstance(item, SkillLoad):
-            return [style.dim(f"  ◆ skill {_safe(item.name)}")]
+            return [style.dim(f"  ◆ skill {visible(item.name)}")]
         if isinstance(item, TaskUpdate):
-            return [style.dim(f"  ☐ task {_safe(item.name)}: {_safe(item.status)}")]
+            return [style.dim(f"  ☐ task {visible(item.name)}: {visible(item.status)}")]
         if isinstance(item, Marker):
             return [self.marker(item)]
         return self.stop(item)
 
     def marker(self, marker: Marker) -> str:
         if marker.what == "fork":
-            text = f"── forked from {_safe(marker.parent_session_id or '?')}"
+            text = f"── forked from {visible(marker.parent_session_id or '?')}"
         else:
             what = "resumed" if marker.what == "resume" else "session"
-            text = f"── {what} {_safe(self.t.session_id or '?')} · {_safe(marker.model or '?')}"
-            text += f" · {_safe(marker.provider or '?')}"
+            text = f"── {what} {visible(self.t.session_id or '?')} · {visible(marker.model or '?')}"
+            text += f" · {visible(marker.provider or '?')}"
         return self.style.bold(text) + self.stamp(marker.timestamp)
 
     def result(self, result: ToolResult) -> list[str]:
         if result.ok:
-            return [self.style.dim("  ← ") + self.clip(_safe(result.text))]
-        return [self.style.red("  ← error: ") + self.clip(_safe(result.text))]
+            return [self.style.dim("  ← ") + self.clip(visible(result.text))]
+        return [self.style.red("  ← error: ") + self.clip(visible(result.text))]
 
     def stop(self, stop: Stop) -> list[str]:
         style = self.style
         ended = {True: style.green("ok"), False: style.red("failed"), None: "?"}[stop.success]
         lines = ["", style.bold("── stopped ") + ended + self.stamp(stop.timestamp)]
         if stop.error:
-            lines.append(style.red(f"error: {_safe(stop.error)}"))
+            lines.append(style.red(f"error: {visible(stop.error)}"))
         if stop.incomplete_tasks:
-            lines.append(style.dim(f"incomplete tasks: {_safe(', '.join(stop.incomplete_tasks))}"))
+            lines.append(style.dim(f"incomplete tasks: {visible(', '.join(stop.incomplete_tasks))}"))
         if stop.usage:
             lines.append(style.dim(f"usage: {_usage(stop.usage)}"))
         return lines
 
     def stamp(self, timestamp: str | None) -> str:
-        return f"  {self.style.dim(_safe(self.format_time(timestamp)))}" if timestamp else ""
+        return f"  {self.style.dim(visible(self.format_time(timestamp)))}" if timestamp else ""
 
     def clip(self, text: str) -> str:
         """At most the limit of characters, continuation lines indented under the first."""
@@ -215,7 +215,7 @@ class _Drawing:
 
 
 def _usage(usage: dict[str, Any]) -> str:
-    return _safe(" ".join(f"{key}={value}" for key, value in usage.items()))
+    return visible(" ".join(f"{key}={value}" for key, value in usage.items()))
 
 
 # Terminal controls in a transcript would drive the terminal (colours, cursor, title), and
@@ -223,5 +223,6 @@ def _usage(usage: dict[str, Any]) -> str:
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def _safe(text: str) -> str:
+def visible(text: str) -> str:
+    """`text` with terminal controls and bidirectional overrides shown as escapes."""
     return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text.replace("\r\n", "\n"))

@@ -182,6 +182,17 @@ def test_a_unique_start_of_an_id_and_at_last_name_a_session(store: Path) -> None
     assert "third one" in cli("--db", str(store), "show", "b").stdout
 
 
+def test_every_command_taking_a_session_takes_a_reference(store: Path) -> None:
+    exported = [
+        json.loads(raw) for raw in cli("--db", str(store), "export", "alph", "@last").stdout.splitlines()
+    ]
+    assert [e["params"]["session_id"] for e in exported] == ["alpha"] * 5 + ["beta"] * 2
+    hits = json.loads(cli("--db", str(store), "search", "third", "--session", "@last", "--json").stdout)
+    assert [hit["session_id"] for hit in hits] == ["beta"]
+    assert "forked alpha as copy" in cli("--db", str(store), "fork", "alph", "--new-id", "copy").stdout
+    assert "deleted copy (6 events)" in cli("--db", str(store), "delete", "cop").stdout
+
+
 def test_an_ambiguous_start_exits_2_listing_the_candidates(store: Path) -> None:
     done = cli("--db", str(store), "show", "al")
     assert done.returncode == 2

@@ -22,6 +22,8 @@ NOT_ON_THE_DAEMONS_PATH = {
     "sidecar.store.memory",
     "sidecar.store.postgres",
     "asyncpg",
+    "mcp",
+    "sidecar.mcp_server",
     "shutil",
     "bz2",
     "lzma",
