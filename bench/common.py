@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from itertools import count, islice
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
@@ -108,7 +108,7 @@ def cycles(path: Path, times: int | None = None) -> Iterator[bytes]:
         yield from renamed(path, b"c%d-" % cycle)
 
 
-def feed(pipe: BinaryIO, lines: Iterator[bytes]) -> None:
+def feed(pipe: IO[bytes], lines: Iterator[bytes]) -> None:
     """Write lines into a daemon's stdin as they come (blocks while the pipe is full: the
     daemon's backpressure), then close it."""
     while chunk := list(islice(lines, LINES_PER_WRITE)):

@@ -35,12 +35,15 @@ _FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})")
 TimeFormat = Callable[[str], str]
 
 
-def transcript_markdown(t: Transcript, *, format_time: TimeFormat, full: bool = False) -> str:
+def transcript_markdown(
+    t: Transcript, *, format_time: TimeFormat, full: bool = False, first_turn: int = 1
+) -> str:
+    """`first_turn`: the number of the first turn with a prompt (a page of a longer session)."""
     blocks = _title(t, format_time)
     for item in t.header:
         if not (isinstance(item, Marker) and item.what in ("start", "fork")):  # the title says those
             blocks.extend(_item(item, format_time, full))
-    number = 0
+    number = first_turn - 1
     for turn in t.turns:
         if turn.prompt is not None:
             number += 1
