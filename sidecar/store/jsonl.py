@@ -51,7 +51,7 @@ from sidecar.store.base import (
     StoreFailure,
     select,
 )
-from sidecar.store.files import create_private_dirs
+from sidecar.store.files import NO_FOLLOW, create_private_dirs
 from sidecar.store.jsonl_log import LOG_FILE, CommitLog, Entry, LogReader, Record, Span
 from sidecar.store.search import scan
 from sidecar.store.summary import Tally, newest_first, tally_events
@@ -117,7 +117,9 @@ class JsonlStore(Store):
 
     def _open(self) -> None:
         create_private_dirs(self.directory)
-        self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock_fd = os.open(
+            self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | NO_FOLLOW, 0o600
+        )
 
     async def close(self) -> None:
         if self._lock_fd >= 0:
@@ -215,7 +217,7 @@ class JsonlStore(Store):
         return range(last - len(events) + 1, last + 1)
 
     def _append(self, path: Path, lines: list[bytes], appended: list[tuple[int, int]]) -> Span:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | NO_FOLLOW, 0o600)
         stat = os.fstat(fd)
         size = stat.st_size
         appended.append((fd, size))
@@ -241,7 +243,7 @@ class JsonlStore(Store):
     def _advance_seq(self, count: int) -> int:
         """Take `count` seqs, after both `.seq` and the log (either may be behind the other
         after a crash)."""
-        fd = os.open(self.directory / SEQ_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.directory / SEQ_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | NO_FOLLOW, 0o600)
         try:
             text = os.pread(fd, 32, 0).strip()
             last = max(int(text) if text.isdigit() else 0, self._log.next_seq - 1) + count

@@ -23,6 +23,7 @@ import msgspec
 
 from sidecar.events import stored_keys
 from sidecar.store.base import Event, Page, SeqUnavailable
+from sidecar.store.files import NO_FOLLOW
 
 log = logging.getLogger("sidecar")
 
@@ -150,7 +151,7 @@ class CommitLog:
     def append(self, records: list[Record], appended: list[tuple[int, int]]) -> None:
         """Under the lock, after `prepare`: append records; `appended` gets (fd, size
         before) so the caller can cut them off again if its commit fails."""
-        fd = os.open(self.directory / LOG_FILE, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        fd = os.open(self.directory / LOG_FILE, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | NO_FOLLOW)
         size = os.fstat(fd).st_size
         if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
             # A writer killed part way through its record: drop the part, so its lines are
@@ -186,7 +187,7 @@ class CommitLog:
         """Write a new log holding only `baseline`, atomically."""
         new = self.directory / _NEW_LOG_FILE
         line = _encode(baseline) + b"\n"
-        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | NO_FOLLOW, 0o600)
         try:
             _write_all(fd, line)
             if self._fsync:

@@ -275,3 +275,39 @@ def test_terminal_controls_in_stored_ids_and_prompts_are_shown_not_obeyed(db: Pa
         shown = cli("--db", str(db), *command)
         assert shown.returncode == 0, shown.stderr
         assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "pwned" in shown.stdout
+
+
+# --- 12. symbolic links: never created through, never written through ---------------------------
+
+
+def daemon_on(stdin: bytes, *store: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *store, "--shutdown-timeout", "1"],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "jsonl"])
+def test_a_dangling_link_at_the_store_location_is_refused_with_exit_3(tmp_path: Path, backend: str) -> None:
+    target = tmp_path / "elsewhere" / "target"
+    link = tmp_path / "store"
+    link.symlink_to(target)
+    option = ["--db", str(link)] if backend == "sqlite" else ["--backend", "jsonl", "--jsonl-dir", str(link)]
+    done = daemon_on(line(init("s", T.format(0))) + b"\n", *option)
+    assert done.returncode == 3
+    assert b"symbolic link" in done.stderr and str(target).encode() in done.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("name", ["victim.jsonl", ".seq", ".quarantine.jsonl"])
+def test_jsonl_files_reached_through_a_link_are_not_written_through(tmp_path: Path, name: str) -> None:
+    directory = tmp_path / "sessions"
+    directory.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious\n")
+    (directory / name).symlink_to(outside)
+    events = line(init("victim", T.format(0))) + b"\n{not json\n"
+    daemon_on(events, "--backend", "jsonl", "--jsonl-dir", str(directory))
+    assert outside.read_bytes() == b"precious\n"
