@@ -52,7 +52,7 @@ from sidecar.store.base import (
     select,
 )
 from sidecar.store.files import NO_FOLLOW, create_private_dirs
-from sidecar.store.jsonl_log import LOG_FILE, CommitLog, Entry, LogReader, Record, Span
+from sidecar.store.jsonl_log import LOG_FILE, Appended, CommitLog, Entry, LogReader, Record, Span, undo
 from sidecar.store.search import scan
 from sidecar.store.summary import Tally, newest_first, tally_events
 
@@ -216,22 +216,27 @@ class JsonlStore(Store):
             self._log.rotate_if_big()
         return range(last - len(events) + 1, last + 1)
 
-    def _append(self, path: Path, lines: list[bytes], appended: list[tuple[int, int]]) -> Span:
+    def _append(self, path: Path, lines: list[bytes], appended: list[Appended]) -> Span:
+        """One write of `lines` to the end of `path`, which is then closed again: a batch
+        of any number of sessions holds one file open at a time."""
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | NO_FOLLOW, 0o600)
-        stat = os.fstat(fd)
-        size = stat.st_size
-        appended.append((fd, size))
-        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-        data = b"\n".join(lines) + b"\n"
-        _write_all(fd, b"\n" + data if torn else data)
-        if self._fsync:
-            os.fsync(fd)
-            if size == 0:  # a new file: its directory entry must be durable too
-                _fsync_directory(self.directory)
-        # O_APPEND: where the write ended, even if another program appended meanwhile.
-        end = os.lseek(fd, 0, os.SEEK_CUR)
+        try:
+            stat = os.fstat(fd)
+            size = stat.st_size
+            appended.append(Appended(path, stat.st_ino, size, created=size == 0))
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            data = b"\n".join(lines) + b"\n"
+            _write_all(fd, b"\n" + data if torn else data)
+            if self._fsync:
+                os.fsync(fd)
+                if size == 0:  # a new file: its directory entry must be durable too
+                    _fsync_directory(self.directory)
+            # O_APPEND: where the write ended, even if another program appended meanwhile.
+            end = os.lseek(fd, 0, os.SEEK_CUR)
+        finally:
+            os.close(fd)
         start = end - len(data)
-        return Span(path.name, stat.st_ino, fd, start - torn, start, end, len(lines))
+        return Span(path.name, stat.st_ino, start - torn, start, end, len(lines))
 
     def _stored_seq(self) -> int:
         try:
@@ -371,14 +376,10 @@ class JsonlStore(Store):
                 (self.directory / name).unlink()
             except FileNotFoundError:
                 return 0
-            appended: list[tuple[int, int]] = []
             try:
-                self._log.deleted(name, appended)
+                self._log.deleted(name, [])
             except OSError as exc:  # the session is gone all the same
                 log.warning("could not log the removal of %s: %s", name, exc)
-            finally:
-                for fd, _ in appended:
-                    os.close(fd)
         self._parsed.pop(name, None)
         self._tallies.pop(name, None)
         return len(events)
@@ -425,20 +426,18 @@ class JsonlStore(Store):
 
 
 @contextlib.contextmanager
-def _all_or_nothing() -> Iterator[list[tuple[int, int]]]:
-    """A list to note (fd, size before) of every file appended to: if the block fails,
-    each is cut back to its size, so a retry never stores a line twice. Closes them."""
-    appended: list[tuple[int, int]] = []
+def _all_or_nothing() -> Iterator[list[Appended]]:
+    """A list to note every file appended to: if the block fails, each is cut back to its
+    size (or removed, if the block created it), so a retry never stores a line twice and
+    no empty session file is left."""
+    appended: list[Appended] = []
     try:
         yield appended
     except BaseException:
-        for fd, size in appended:
+        for each in reversed(appended):
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
+                undo(each)
         raise
-    finally:
-        for fd, _ in appended:
-            os.close(fd)
 
 
 class _Position(NamedTuple):

@@ -58,13 +58,39 @@ _encode = msgspec.json.Encoder().encode
 _decoder = msgspec.json.Decoder(Record)
 
 
+class Appended(NamedTuple):
+    """A file a commit appended to: cut back to `size` if the commit fails, or removed if
+    the commit `created` it (an empty session file would count as a session)."""
+
+    path: Path
+    inode: int
+    size: int
+    created: bool
+
+
+def undo(appended: Appended) -> None:
+    """Cut a file back to where a failed commit found it (never another file at its path)."""
+    try:
+        fd = os.open(appended.path, os.O_WRONLY | os.O_CLOEXEC | NO_FOLLOW)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_ino != appended.inode:
+            return
+        if appended.created:
+            os.unlink(appended.path)
+        else:
+            os.ftruncate(fd, appended.size)
+    finally:
+        os.close(fd)
+
+
 class Span(NamedTuple):
     """What a writer appended to one session file: from `before` (its torn-line newline
     included), its own lines from `start` to `end`."""
 
     name: str
     inode: int
-    fd: int
     before: int
     start: int
     end: int
@@ -119,9 +145,13 @@ class CommitLog:
     def foreign(self, spans: list[Span]) -> list[Entry]:
         """Under the lock: lines other programs appended before what a writer just wrote."""
         entries = []
-        for span in spans:
-            logged = self._logged_end(span.fd, span.name, span.inode, span.before)
-            entry = _whole_lines(span.fd, span.name, span.inode, logged, span.before)
+        for span in spans:  # one file open at a time, however many sessions a batch has
+            fd = os.open(self.directory / span.name, os.O_RDONLY | os.O_CLOEXEC | NO_FOLLOW)
+            try:
+                logged = self._logged_end(fd, span.name, span.inode, span.before)
+                entry = _whole_lines(fd, span.name, span.inode, logged, span.before)
+            finally:
+                os.close(fd)
             if entry is not None:
                 entries.append(entry)
         return entries
@@ -148,26 +178,31 @@ class CommitLog:
                 entries.append(entry)
         return entries
 
-    def append(self, records: list[Record], appended: list[tuple[int, int]]) -> None:
-        """Under the lock, after `prepare`: append records; `appended` gets (fd, size
-        before) so the caller can cut them off again if its commit fails."""
-        fd = os.open(self.directory / LOG_FILE, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | NO_FOLLOW)
-        size = os.fstat(fd).st_size
-        if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
-            # A writer killed part way through its record: drop the part, so its lines are
-            # adopted as unlogged, rather than closing it into a line that might parse.
-            size = _line_end(fd, size)
-            os.ftruncate(fd, size)
-        appended.append((fd, size))
-        data = b"".join(_encode(record) + b"\n" for record in records)
-        _write_all(fd, data)
-        if self._fsync:
-            os.fsync(fd)
+    def append(self, records: list[Record], appended: list[Appended]) -> None:
+        """Under the lock, after `prepare`: append records; `appended` gets the log's size
+        before, so the caller can cut them off again if its commit fails."""
+        path = self.directory / LOG_FILE
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | NO_FOLLOW)
+        try:
+            stat = os.fstat(fd)
+            size = stat.st_size
+            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
+                # A writer killed part way through its record: drop the part, so its lines are
+                # adopted as unlogged, rather than closing it into a line that might parse.
+                size = _line_end(fd, size)
+                os.ftruncate(fd, size)
+            appended.append(Appended(path, stat.st_ino, size, created=False))
+            data = b"".join(_encode(record) + b"\n" for record in records)
+            _write_all(fd, data)
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         self._offset = size + len(data)
         for record in records:
             self._apply(record)
 
-    def deleted(self, name: str, appended: list[tuple[int, int]]) -> None:
+    def deleted(self, name: str, appended: list[Appended]) -> None:
         self.append([Record(deleted=name)], appended)
         self._quiet.pop(name, None)
 

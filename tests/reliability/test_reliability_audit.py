@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -311,3 +312,31 @@ def test_jsonl_files_reached_through_a_link_are_not_written_through(tmp_path: Pa
     events = line(init("victim", T.format(0))) + b"\n{not json\n"
     daemon_on(events, "--backend", "jsonl", "--jsonl-dir", str(directory))
     assert outside.read_bytes() == b"precious\n"
+
+
+# --- 3. jsonl: a batch of more sessions than open files allowed ------------------------------------
+
+
+def test_a_jsonl_batch_of_more_sessions_than_open_files_allowed_is_stored_whole(tmp_path: Path) -> None:
+    """The documented migration (`export | microagents-sidecar --backend jsonl`) of 600
+    sessions under a limit of 64 open files: every event stored, no empty file left."""
+    directory = tmp_path / "sessions"
+    sessions = [f"s{n:03d}" for n in range(600)]
+    stream = b"".join(
+        line(init(s, T.format(0))) + b"\n" + line(prompt(s, T.format(1))) + b"\n" for s in sessions
+    )
+
+    def limit_open_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecar", "--backend", "jsonl", "--jsonl-dir", str(directory)],
+        input=stream,
+        capture_output=True,
+        timeout=120,
+        preexec_fn=limit_open_files,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = sorted(directory.glob("*.jsonl"))
+    assert [f.stem for f in files if not f.name.startswith(".")] == sessions
+    assert all(len(f.read_bytes().splitlines()) == 2 for f in files if not f.name.startswith("."))
