@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -186,6 +187,7 @@ class SqliteStore(Store):
         self._indexer = SearchIndexer(lambda: self.db, self._write_lock)
         self._checkpointer = Checkpointer(path)
         self._found_schema = (0, False)  # (version, now current), by the connection's factory
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -218,6 +220,7 @@ class SqliteStore(Store):
                     await asyncio.to_thread(thread.join, 5.0)
                 raise
             self._db.text_factory = bytes  # payloads go to the wire as they are, undecoded
+            self._identity = _identity(self.path)
             found, current = self._found_schema
             if not current:
                 await self._migrate()
@@ -283,14 +286,20 @@ class SqliteStore(Store):
             await follower.close()
         await self._drop_connection()
 
-    async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
+    async def write(
+        self, events: Sequence[Event], rejected: Sequence[Rejected], _retried: bool = False
+    ) -> Sequence[int]:
         """Three round trips to the connection's thread: each one waits for the GIL while the
         event loop parses, so the first INSERT opens the transaction (isolation_level) and
-        the last returns the last rowid (execute_insert)."""
+        the last returns the last rowid (execute_insert). Before and after, the file at the
+        path must still be the one open: a batch committed into a removed or replaced file
+        is written again into the file now there, before it is acknowledged."""
         now_ms = int(time.time() * 1000)
         last = 0
         if self._db is None:  # dropped after a write to a read-only file: connect anew
             await self._connect()
+        elif not self._still_at_path():
+            await self._reopen()
         async with self._write_lock:
             await self._checkpointer.before_write()
             try:
@@ -320,8 +329,40 @@ class SqliteStore(Store):
                     # connection is the only way to see it writable again.
                     await self._drop_connection()
                 raise StoreFailure(str(exc)) from exc
+        if not self._still_at_path() and not _retried:  # committed into a file no longer there
+            await self._reopen()
+            return await self.write(events, rejected, _retried=True)
         # One writer holds the lock for the whole transaction, so the ids are contiguous.
         return range(last - len(events) + 1, last + 1)
+
+    def _still_at_path(self) -> bool:
+        """Whether the file at the path is still the one open (not removed or replaced)."""
+        return _identity(self.path) == self._identity
+
+    async def _reopen(self) -> None:
+        """The file was removed or replaced under us: what is committed from now on must
+        reach the file at the path, so every connection is dropped and the path opened
+        again (a new file gets the schema; a replacement is used as it is)."""
+        found = "removed" if _identity(self.path) is None else "replaced"
+        log.warning("%s was %s while open; opening it again: what follows is stored there", self.path, found)
+        async with self._write_lock:  # no indexer step or write on the old connection meanwhile
+            await self._checkpointer.close()  # starts again, on the new file, when next asked
+            # The WAL at the path is still the old file's: emptied, so that opening the file
+            # now at the path never replays the old file's pages into it.
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._drop_connection()
+        if self._follower is not None:
+            follower, self._follower = self._follower, None
+            with contextlib.suppress(sqlite3.Error):
+                await follower.close()
+        if self._versions is not None:
+            self._versions.close()
+            self._versions = None
+        self._title_ns.clear()
+        self._data_version = -1
+        await self._connect()
 
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
         """In the index's order, which is the answer's order unless some instant of the
@@ -665,6 +706,14 @@ class SqliteStore(Store):
                 await self._db.rollback()
             except sqlite3.Error as exc:
                 log.warning("rollback failed: %s", exc)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _file_bytes(path: Path) -> int:

@@ -10,10 +10,12 @@ import asyncio
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +342,45 @@ def test_a_jsonl_batch_of_more_sessions_than_open_files_allowed_is_stored_whole(
     files = sorted(directory.glob("*.jsonl"))
     assert [f.stem for f in files if not f.name.startswith(".")] == sessions
     assert all(len(f.read_bytes().splitlines()) == 2 for f in files if not f.name.startswith("."))
+
+
+# --- 13. the store removed or replaced under a running daemon --------------------------------------
+
+
+def rows_at(path: Path) -> list[str]:
+    """The session ids of the events in the file at `path`, read as another program would."""
+    with closing(sqlite3.connect(path)) as outside:
+        assert outside.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return [row[0] for row in outside.execute("SELECT session_id FROM events ORDER BY id")]
+
+
+async def test_a_database_removed_under_the_daemon_is_created_again_for_what_follows(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running(SqliteStore(db)) as wire:
+        await wire.send(init("before", T.format(0)))
+        await wire.result("storage.flush")
+        db.unlink()
+        await wire.send(init("after", T.format(1)), prompt("after", T.format(2)))
+        await wire.result("storage.flush")
+        assert await wire.store.read_session("after", SessionQuery()) != []
+    assert rows_at(db) == ["after", "after"]
+    assert "was removed while open" in caplog.text
+
+
+async def test_a_database_replaced_under_the_daemon_is_used_as_it_is_not_corrupted(
+    db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "other.db"
+    async with running(SqliteStore(other)) as wire:
+        await wire.send(init("theirs", T.format(0)))
+    async with running(SqliteStore(db)) as wire:
+        await wire.send(init("ours", T.format(0)))
+        await wire.result("storage.flush")
+        os.replace(other, db)
+        await wire.send(init("after", T.format(1)))
+        await wire.result("storage.flush")
+        listed = await wire.result("storage.list_sessions")
+        assert sorted(s["session_id"] for s in listed) == ["after", "theirs"]
+    assert rows_at(db) == ["theirs", "after"]
+    assert "was replaced while open" in caplog.text
