@@ -70,6 +70,7 @@ class GetSessionParams(Struct, forbid_unknown_fields=True):
 class ListSessionsParams(Struct, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=MAX_INT)] = 100
     before: str | None = None
+    before_id: str | None = None  # with before: the next page after the row (before, before_id)
     query: str | None = None
 
 
@@ -168,7 +169,14 @@ class Handlers:
         return query
 
     async def list_sessions(self, params: ListSessionsParams) -> list[SessionSummary]:
-        query = ListQuery(limit=params.limit, before_ns=_instant("before", params.before), text=params.query)
+        if params.before_id is not None and params.before is None:
+            raise InvalidParams("before_id needs before", field="before_id")
+        query = ListQuery(
+            limit=params.limit,
+            before_ns=_instant("before", params.before),
+            before_id=params.before_id,
+            text=params.query,
+        )
         await self.ingest.drain()
         return await self.store.list_sessions(query)
 

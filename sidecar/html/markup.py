@@ -4,14 +4,17 @@ transcript text was escaped here; nothing from a transcript becomes a tag or an 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererHTML
+from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 from markupsafe import Markup, escape
@@ -30,6 +33,67 @@ def _link_open(
 
 
 _MARKDOWN.add_render_rule("link_open", _link_open)
+
+
+def _local_links(state: StateCore) -> None:
+    """Links to this machine (localhost, loopback) become text showing their target: the
+    viewer's cookie is per port, not per host, so a link to another local port would be a
+    same-site navigation carrying it; and a transcript has no business linking there."""
+    for block in state.tokens:
+        for token in block.children or ():
+            if token.type == "link_open" and is_local(str(token.attrGet("href") or "")):
+                token.type = "local_link_open"
+            elif token.type == "link_close" and _opened_local(block.children or [], token):
+                token.type = "local_link_close"
+
+
+def _opened_local(children: Sequence[Token], close: Token) -> bool:
+    opened = None
+    for token in children:
+        if token is close:
+            return opened is not None and opened.type == "local_link_open"
+        if token.type in ("link_open", "local_link_open"):
+            opened = token
+    return False
+
+
+def _local_link_open(
+    renderer: RendererHTML, tokens: Sequence[Token], index: int, options: OptionsDict, env: EnvType
+) -> str:
+    return '<span class="local-link">'
+
+
+def _local_link_close(
+    renderer: RendererHTML, tokens: Sequence[Token], index: int, options: OptionsDict, env: EnvType
+) -> str:
+    opened = next(t for t in reversed(tokens[:index]) if t.type == "local_link_open")
+    return f" <code>{escape(str(opened.attrGet('href') or ''))}</code></span>"
+
+
+_MARKDOWN.core.ruler.push("local_links", _local_links)
+_MARKDOWN.add_render_rule("local_link_open", _local_link_open)
+_MARKDOWN.add_render_rule("local_link_close", _local_link_close)
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+))*\.?$", re.IGNORECASE)
+
+
+def is_local(href: str) -> bool:
+    """Whether a link leads to this machine: localhost, a loopback or unspecified address,
+    or a number the browser may read as one (127.1, 2130706433)."""
+    try:
+        host = (urlsplit(href).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return True  # not a URL the browser agrees on: not a link either
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_NUMERIC_HOST.match(host))  # not the dotted form: the browser's reading may be local
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or address.is_unspecified or (mapped is not None and mapped.is_loopback)
+
 
 _SNIPPET_MATCH = re.compile(r"\[([^\[\]]*)\]")
 

@@ -8,6 +8,7 @@ live viewer and the static export each bring their `Site` (links, assets, raw JS
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,9 +33,10 @@ from sidecar.transcript import (
     Thinking,
     ToolCall,
     Transcript,
+    Turn,
 )
 
-TURNS = "turns"  # the element new turns are appended to
+CHUNK_TURNS = 50  # turns are grouped by this many: a served page may leave chunks out
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,43 @@ class Part:
     @cached_property
     def digest(self) -> bytes:
         return hashlib.blake2b(self.html.encode(), digest_size=12).digest()
+
+
+@dataclass(frozen=True, eq=False)
+class Piece:
+    """A part not drawn yet: equal `source`s draw equal parts. `indexes`: the events it
+    shows (or anchors), for finding the part that holds a permalink."""
+
+    id: str
+    parent: str | None
+    source: tuple[Any, ...]
+    draw: Callable[[], str]
+    indexes: tuple[int, ...] = ()
+
+    def part(self) -> Part:
+        return Part(self.id, Markup(self.draw()), self.parent)
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """A chunk of turns a served page leaves out: where it goes and what it holds."""
+
+    id: str
+    first: int  # the positions of its first and last turns
+    last: int
+    href: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    turns: Sequence[Part]
+    hidden: Hidden | None = None
+
+
+def chunk_id(position: int) -> str:
+    """The chunk a turn is in: CHUNK_TURNS turns each, in order, so a turn never moves."""
+    return f"chunk-{position // CHUNK_TURNS}"
 
 
 def asset(name: str) -> str:
@@ -120,39 +159,92 @@ class Pages:
 
     # --- a session's page
 
-    def session_parts(
-        self, transcript: Transcript, count: int, raw: Sequence[str] | None = None
-    ) -> list[Part]:
-        """The page's replaceable parts: its facts, what came before the first prompt, each
-        turn, the end. `raw`: the stored events, embedded (a static site). Events no item
-        shows (deltas a response repeats, methods of later protocols) keep a permalink: an
-        anchor in the part they fall in."""
+    def pieces(self, transcript: Transcript, count: int, raw: Sequence[str] | None = None) -> list[Piece]:
+        """What the page's replaceable parts are drawn from, none drawn yet: its facts, what
+        came before the first prompt, each turn (in its chunk), the end. `raw`: the stored
+        events, embedded (a static site). Events no item shows (deltas a response repeats,
+        methods of later protocols) keep a permalink: an anchor in the part they fall in."""
         session_id = transcript.session_id or ""
         parts = self._parts
         extra = _unshown(transcript, count)
+        t = transcript
         found = [
-            Part("facts", Markup(parts.facts(transcript, count))),
-            Part("head", Markup(parts.head(transcript, session_id, raw, extra[0]))),
+            Piece(
+                "facts",
+                None,
+                (
+                    t.session_id,
+                    t.model,
+                    t.provider,
+                    t.parent_session_id,
+                    t.started,
+                    t.last_activity,
+                    t.stop,
+                    count,
+                ),
+                lambda: parts.facts(t, count),
+            ),
+            Piece(
+                "head",
+                None,
+                (t.header, extra[0]),
+                lambda: parts.head(t, session_id, raw, extra[0]),
+                (*_indexes(t.header), *extra[0]),
+            ),
         ]
         number = 0
-        for position, turn in enumerate(transcript.turns):
+        for position, turn in enumerate(t.turns):
             if turn.prompt is not None:
                 number += 1
-            html = Markup(parts.turn(turn, position, number, session_id, raw, extra[position + 1]))
-            found.append(Part(f"turn-{position}", html, TURNS))
-        found.append(Part("end", Markup(parts.end(transcript, session_id, raw, extra[-1]))))
+            more = extra[position + 1]
+
+            def draw(
+                turn: Turn = turn, position: int = position, number: int = number, more: list[int] = more
+            ) -> str:
+                return str(parts.turn(turn, position, number, session_id, raw, more))
+
+            indexes = (*([turn.prompt.index] if turn.prompt else []), *_indexes(turn.items), *more)
+            found.append(Piece(f"turn-{position}", chunk_id(position), (turn, number, more), draw, indexes))
+        found.append(
+            Piece(
+                "end",
+                None,
+                (t.stop, extra[-1]),
+                lambda: parts.end(t, session_id, raw, extra[-1]),
+                (*_indexes(() if t.stop is None else (t.stop,)), *extra[-1]),
+            )
+        )
         return found
 
-    def session(self, transcript: Transcript, parts: Sequence[Part], *, live_href: str | None = None) -> str:
+    def session_parts(
+        self, transcript: Transcript, count: int, raw: Sequence[str] | None = None
+    ) -> list[Part]:
+        """Every part of the page, drawn (the static export's whole page)."""
+        return [piece.part() for piece in self.pieces(transcript, count, raw)]
+
+    def session(
+        self,
+        transcript: Transcript,
+        parts: Sequence[Part],
+        *,
+        live_href: str | None = None,
+        hidden: Sequence[Hidden] = (),
+    ) -> str:
+        """The page of `parts`; `hidden`: chunks of turns left out, fetched when asked for."""
         title = transcript.session_id or "Session"
         return self.env.get_template("session.html").render(
             title=title,
             t=transcript,
             parts={p.id: p for p in parts if p.parent is None},
-            turns=[p for p in parts if p.parent == TURNS],
+            chunks=_chunks([p for p in parts if p.parent is not None], hidden),
             live_href=live_href,
             query="",
         )
+
+    def chunk(self, parts: Sequence[Part]) -> str:
+        """A chunk of turns on its own: what a page fetches for a hidden one."""
+        chunks = _chunks(parts, ())
+        return "".join(str(self._parts.chunk(chunk)) for chunk in chunks)
 
     # --- search and messages
 
@@ -203,19 +295,41 @@ def parse_spans(text: str, limit: int) -> list[int]:
     return found
 
 
+def _chunks(turns: Sequence[Part], hidden: Sequence[Hidden]) -> list[Chunk]:
+    """The turns in their chunks, in order, with the hidden chunks in their place."""
+    grouped: dict[str, list[Part]] = {}
+    for part in turns:
+        grouped.setdefault(part.parent or "", []).append(part)
+    found = [Chunk(key, parts) for key, parts in grouped.items()]
+    found += [Chunk(h.id, (), h) for h in hidden if h.id not in grouped]
+    return sorted(found, key=lambda chunk: int(chunk.id.rpartition("-")[2]))
+
+
 def _unshown(transcript: Transcript, count: int) -> list[list[int]]:
     """The positions of events no item shows, for the head, each turn and the end: each
-    goes to the part that shows the latest event before it."""
+    goes to the part that shows the latest event before it (the last part, of those whose
+    first shown event is at or before it)."""
     shown = [set(_indexes(transcript.header))]
     for turn in transcript.turns:
         shown.append(set(_indexes(turn.items)) | ({turn.prompt.index} if turn.prompt else set()))
     shown.append(set(_indexes(() if transcript.stop is None else (transcript.stop,))))
-    firsts = [min(indexes, default=None) for indexes in shown]
     every = set().union(*shown)
     extra: list[list[int]] = [[] for _ in shown]
-    for index in sorted(set(range(count)) - every):
-        owner = max((n for n, first in enumerate(firsts) if first is not None and first <= index), default=0)
-        extra[owner].append(index)
+    unshown = sorted(set(range(count)) - every)
+    if not unshown:
+        return extra
+    # (first shown event, part): a part owns what lies after its first event, up to the
+    # next part's first event; the latest such part wins, as parts are in order.
+    firsts = sorted((min(indexes), n) for n, indexes in enumerate(shown) if indexes)
+    owners: list[int] = []  # the owner for an index at or past each first, by position
+    best = 0
+    for _, n in firsts:
+        best = max(best, n)
+        owners.append(best)
+    starts = [first for first, _ in firsts]
+    for index in unshown:
+        at = bisect.bisect_right(starts, index)
+        extra[owners[at - 1] if at else 0].append(index)
     return extra
 
 

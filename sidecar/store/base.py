@@ -50,6 +50,9 @@ class ListQuery(msgspec.Struct, frozen=True):
 
     limit: int | None = None
     before_ns: int | None = None  # only sessions whose last event is earlier
+    # With before_ns: also those whose last event is at before_ns and whose id sorts below
+    # this one, so a list continues after its last row even when several share its instant.
+    before_id: str | None = None
     text: str | None = None  # a case-insensitive substring of id, model, provider, parent, title
 
 

@@ -333,6 +333,8 @@ class PostgresStore(Store):
         wanted = query.limit
         chosen: list[SessionSummary] = []
         cursor: tuple[int | None, str | None] = (None, None)
+        if query.before_ns is not None and query.before_id is not None:  # the list's own cursor
+            before, cursor = None, (clamp(query.before_ns), _key(query.before_id))
         async with self._requests.use() as conn:
             while wanted is None or len(chosen) < wanted:
                 page = LIST_PAGE if query.text or wanted is None else wanted - len(chosen)

@@ -432,8 +432,8 @@ class SqliteStore(Store):
         or with a text filter (matched in Python) pages of LIST_PAGE until `limit` match,
         so only a filter that few sessions match reads them all."""
         wanted = query.limit
-        # (last_ns, session_id) of the last row seen; `before` is the cursor (before, "").
-        cursor = None if query.before_ns is None else (clamp(query.before_ns), "")
+        # (last_ns, session_id) of the last row seen; `before` is the cursor (before, before_id or "").
+        cursor = None if query.before_ns is None else (clamp(query.before_ns), query.before_id or "")
         chosen: list[SessionSummary] = []
         try:
             await self._catch_up(_ALL_UNKEYED)

@@ -128,11 +128,12 @@ def tally_events(tallies: dict[str, Tally], events: Iterable[Event]) -> None:
 def newest_first(tallies: Iterable[Tally], query: ListQuery) -> list[SessionSummary]:
     """list_sessions over tallies held in memory (memory and jsonl backends)."""
     before, text = query.before_ns, query.text
+    after = (before, query.before_id or "") if before is not None else None  # (last_ns, id) cursor
     chosen = [
         t
         for t in tallies
         if t.event_count
-        and (before is None or (t.last_ns is not None and t.last_ns < before))
+        and (after is None or (t.last_ns is not None and (t.last_ns, t.session_id) < after))
         and (not text or t.matches(text))
     ]
     chosen.sort(key=lambda t: (t.last_ns or 0, t.session_id), reverse=True)

@@ -71,7 +71,9 @@ class Guard:
                 return PlainTextResponse(NO_TOKEN, status_code=403)
             # The token leaves the address bar (and the history) at once; the cookie keeps it.
             rest = urlencode([(key, value) for key, value in query if key != "token"])
-            response = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""), status_code=303)
+            # One leading slash: "//evil.com" or a backslash after the slash leads to another host.
+            path = "/" + scope["path"].lstrip("/\\")
+            response = RedirectResponse(path + (f"?{rest}" if rest else ""), status_code=303)
             response.set_cookie(self.cookie, self.token.decode(), httponly=True, samesite="strict", path="/")
             return response
         cookie = _cookie(headers, self.cookie)

@@ -1,7 +1,7 @@
 """The sessions page's rows: the store's summaries, newest activity first, filtered by
-model, status and time range, a page at a time by the store's `before` cursor (never an
-OFFSET). A filter few sessions pass looks at a bounded number per page, then offers the
-older ones on the next."""
+model, status and time range, a page at a time by the store's (`before`, `before_id`)
+cursor (never an OFFSET). A filter few sessions pass looks at a bounded number per page,
+then offers the older ones on the next."""
 
 from __future__ import annotations
 
@@ -49,21 +49,40 @@ def filters_from(form: Mapping[str, str], clock: Clock) -> Filters:
     )
 
 
+class Cursor(msgspec.Struct, frozen=True):
+    """Where a list goes on: after the row last active at `before` with id `before_id`
+    (None: every session last active at `before` too)."""
+
+    before: str
+    before_id: str | None = None
+
+    @classmethod
+    def after(cls, summary: SessionSummary) -> Cursor | None:
+        if summary.last_timestamp is None:
+            return None
+        return cls(summary.last_timestamp, summary.session_id)
+
+
 class Page(msgspec.Struct, frozen=True):
     rows: list[SessionSummary]
-    older: str | None  # the cursor of the next page; None: there is none
+    older: Cursor | None  # the cursor of the next page; None: there is none
     looked_at: int  # summaries read for this page
 
 
-async def sessions_page(handlers: Handlers, filters: Filters, before: str | None) -> Page:
-    """A page of sessions last active before `before` (None: the newest)."""
-    cursor = before or filters.until
+async def sessions_page(handlers: Handlers, filters: Filters, before: Cursor | None) -> Page:
+    """A page of sessions after the cursor `before` (None: the newest)."""
+    cursor = before or (Cursor(filters.until) if filters.until is not None else None)
     rows: list[SessionSummary] = []
     looked_at = 0
     limit = BATCH if filters.local else PAGE + 1
     while True:
         batch = await handlers.list_sessions(
-            ListSessionsParams(limit=limit, before=cursor, query=filters.text)
+            ListSessionsParams(
+                limit=limit,
+                before=None if cursor is None else cursor.before,
+                before_id=None if cursor is None else cursor.before_id,
+                query=filters.text,
+            )
         )
         for summary in batch:
             looked_at += 1
@@ -72,10 +91,10 @@ async def sessions_page(handlers: Handlers, filters: Filters, before: str | None
             if filters.keeps(summary):
                 rows.append(summary)
                 if len(rows) > PAGE:
-                    return Page(rows[:PAGE], rows[PAGE - 1].last_timestamp, looked_at)
+                    return Page(rows[:PAGE], Cursor.after(rows[PAGE - 1]), looked_at)
         if len(batch) < limit:
             return Page(rows, None, looked_at)
-        cursor = batch[-1].last_timestamp
+        cursor = Cursor.after(batch[-1])
         if cursor is None:
             return Page(rows, None, looked_at)
         if looked_at >= LOOK_AT:  # a rare filter: show what was found, offer the older ones

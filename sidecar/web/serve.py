@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
+import os
 import secrets
 import signal
 import socket
 import sys
+import tempfile
 import webbrowser
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 
@@ -56,6 +60,10 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        yield  # uvicorn's own: taken over by handle_signals, entered before the URL is out
+
+    @contextlib.contextmanager
+    def handle_signals(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._exit)
@@ -106,13 +114,16 @@ async def serve(settings: Settings, host: str, port: int, *, open_browser: bool 
     )
     server = _Server(config, on_exit=live.stop)
     url = f"http://{url_host(host)}:{bound_port}/?token={token}"
-    sys.stdout.write(url + "\n")
-    sys.stdout.flush()
-    log.info("viewing %s %s (Ctrl-C ends)", store.backend, store.location)
-    if open_browser:
-        asyncio.get_running_loop().run_in_executor(None, webbrowser.open, url)
     try:
-        await server.serve(sockets=[sock])
+        # From before the URL is out: whoever reads it and signals at once gets exit 0.
+        with server.handle_signals(), contextlib.ExitStack() as cleanup:
+            sys.stdout.write(url + "\n")
+            sys.stdout.flush()
+            log.info("viewing %s %s (Ctrl-C ends)", store.backend, store.location)
+            if open_browser:
+                page = cleanup.enter_context(redirect_page(url))
+                asyncio.get_running_loop().run_in_executor(None, webbrowser.open, page.as_uri())
+            await server.serve(sockets=[sock])
     finally:
         live.stop()
         if core.hub is not None:
@@ -120,6 +131,24 @@ async def serve(settings: Settings, host: str, port: int, *, open_browser: bool 
         await store.close()
         sock.close()
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def redirect_page(url: str) -> Iterator[Path]:
+    """A file only this user can read that sends the browser to `url`: what `--open` opens,
+    so the token is never in another process's arguments (as Jupyter does). Removed after."""
+    fd, name = tempfile.mkstemp(prefix="microagents-viewer-", suffix=".html")  # mode 0600
+    path = Path(name)
+    target = html.escape(url, quote=True)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(
+                f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={target}">'
+                f'<title>microagents viewer</title><p><a href="{target}">Open the viewer</a></p>\n'
+            )
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -34,6 +34,7 @@ def at(second: int) -> str:
     return f"2026-06-07T14:00:{second:02}Z"
 
 
+LONG_TURNS = 170  # more than a page shows at first: older turns are fetched when asked for
 HOSTILE_PROMPT = '<img src=x onerror="window.pwned=1"> and <script>window.pwned=1</script>'
 
 
@@ -57,6 +58,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "hostile", at(9), text='<script>window.pwned=1</script><img src=x onerror="window.pwned=1">'
             ),
         )
+        daemon.send(init("long", at(14)))
+        for n in range(LONG_TURNS):
+            daemon.send(
+                prompt("long", at(15), text=f"question {n}"), response("long", at(15), text=f"answer {n}")
+            )
         assert daemon.close() == 0
     return db
 
@@ -134,6 +140,20 @@ def test_search_finds_the_words_and_links_to_the_event(viewer: str, page: Page) 
     hit.get_by_role("link").click()
     expect(page).to_have_url(f"{origin(viewer)}/session?id=tools#e-1")
     expect(page.locator("#e-1")).to_contain_text("Read the albatross file")
+
+
+def test_a_permalink_into_a_hidden_chunk_loads_it_and_older_turns_open_on_demand(
+    viewer: str, page: Page
+) -> None:
+    page.goto(viewer)
+    page.goto(f"{origin(viewer)}/session?id=long#e-1")  # the first prompt: not in the first view
+    expect(page.locator("#e-1")).to_contain_text("question 0")
+    expect(page.locator("#e-1")).to_be_in_viewport()
+    hidden = page.locator("section.chunk.hidden")
+    expect(hidden).to_have_count(1)  # chunks 0 and 1 were hidden: 0 is loaded now
+    hidden.get_by_role("button").click()
+    expect(page.locator("section.chunk.hidden")).to_have_count(0)
+    expect(page.locator("#turns")).to_contain_text("question 50")
 
 
 def test_a_live_session_page_shows_what_another_process_writes_without_reloading(

@@ -356,6 +356,22 @@ def test_list_sessions_pages_through_many_sessions_of_one_instant_and_stats_coun
     assert store.result("storage.stats")["sessions"] == 521
 
 
+def test_list_sessions_pages_by_before_and_before_id_through_sessions_of_one_instant(
+    store: Daemon,
+) -> None:
+    store.send(*(init(f"s{n:03d}", ts(1)) for n in range(40)), init("late", ts(2)), init("early", ts(0)))
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 7}
+    while True:
+        page = store.result("storage.list_sessions", params)
+        seen += [s["session_id"] for s in page]
+        if len(page) < 7:
+            break
+        last = page[-1]
+        params = {"limit": 7, "before": last["last_timestamp"], "before_id": last["session_id"]}
+    assert seen == ["late", *(f"s{n:03d}" for n in range(39, -1, -1)), "early"]
+
+
 def test_delete_session_removes_its_events_summary_and_search_entries_only(store: Daemon) -> None:
     store.send(init("gone", ts(0)), prompt("gone", ts(1), text="zebra"), init("kept", ts(2)))
     assert store.result("storage.search", {"query": "zebra"})  # indexed before the delete

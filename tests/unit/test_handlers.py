@@ -283,14 +283,34 @@ async def test_list_sessions_takes_a_limit_a_strict_before_cursor_and_a_text_que
     assert [summary["session_id"] for summary in summaries] == expected
 
 
+async def test_list_sessions_pages_by_before_and_before_id_without_skipping_tied_sessions(
+    any_wire: Wire,
+) -> None:
+    tied = "2026-06-07T14:00:01Z"
+    await any_wire.send(*(init(f"s{n:02d}", tied) for n in range(12)))
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 5}
+    while page := await any_wire.result("storage.list_sessions", params):
+        seen += [summary["session_id"] for summary in page]
+        last = page[-1]
+        params = {"limit": 5, "before": last["last_timestamp"], "before_id": last["session_id"]}
+    assert seen == [f"s{n:02d}" for n in range(11, -1, -1)]
+
+
 async def test_list_sessions_of_an_empty_store_is_empty(any_wire: Wire) -> None:
     assert await any_wire.result("storage.list_sessions") == []
 
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"limit": 0}, "limit"), ({"limit": None}, "limit"), ({"before": "soon"}, "before"), (["x"], "params")],
-    ids=["limit-0", "limit-null", "before-not-a-timestamp", "an-array"],
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": None}, "limit"),
+        ({"before": "soon"}, "before"),
+        ({"before_id": "s1"}, "before_id"),
+        (["x"], "params"),
+    ],
+    ids=["limit-0", "limit-null", "before-not-a-timestamp", "before-id-without-before", "an-array"],
 )
 async def test_list_sessions_with_invalid_params_names_the_field(wire: Wire, params: Any, field: str) -> None:
     assert await wire.invalid_field("storage.list_sessions", params) == field

@@ -14,7 +14,7 @@ from events import in_turn, vectors
 from wire import Wire
 
 from sidecar.clock import Clock
-from sidecar.html import Pages, Site, export_site
+from sidecar.html import Pages, Site, export_site, markup
 from sidecar.html.export import page_name
 from sidecar.html.pages import parse_spans, spans
 from sidecar.transcript import build
@@ -164,3 +164,11 @@ async def test_an_export_of_named_sessions_writes_only_those(wire: Wire, tmp_pat
     first = json.loads(vectors()[0])["params"]["session_id"]
     assert await export_site(wire.handlers, tmp_path, [first]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["index.html", page_name(first)])
+
+
+def test_links_to_this_machine_show_their_target_as_text_and_others_stay_links() -> None:
+    text = "[a](http://127.0.0.1:9/x) [b](http://localhost:3/) [c](http://127.1/) [d](https://example.com/)"
+    html = str(markup.markdown(text))
+    assert html.count("<a ") == 1 and 'href="https://example.com/"' in html
+    for target in ("http://127.0.0.1:9/x", "http://localhost:3/", "http://127.1/"):
+        assert f"<code>{target}</code>" in html and f'href="{target}"' not in html

@@ -14,8 +14,16 @@ function replaceParts(parts) {
     if (old) {
       keepOpen(old, fresh);
       old.replaceWith(fresh);
-    } else if (part.parent && document.getElementById(part.parent)) {
-      document.getElementById(part.parent).appendChild(fresh);
+    } else if (part.parent) {
+      let parent = document.getElementById(part.parent);
+      if (!parent) {  // a new chunk of turns, after the others
+        parent = document.createElement("section");
+        parent.className = "chunk";
+        parent.id = part.parent;
+        document.getElementById("turns").appendChild(parent);
+      }
+      // A hidden chunk is drawn afresh when it is opened: nothing to add to it now.
+      if (!parent.dataset.src) parent.appendChild(fresh);
     }
   }
   if (atBottom && document.body.dataset.follow !== "no") window.scrollTo(0, document.body.scrollHeight);
@@ -36,6 +44,9 @@ function follow(url) {
   source.addEventListener("open", () => { if (state) state.className = "live-state on"; });
   source.addEventListener("error", () => { if (state) state.className = "live-state off"; });
   source.addEventListener("parts", (message) => replaceParts(JSON.parse(message.data)));
+  source.addEventListener("failed", (message) => {
+    if (state) { state.className = "live-state off"; state.title = JSON.parse(message.data); }
+  });
   source.addEventListener("end", () => { source.close(); if (state) state.className = "live-state off"; });
 }
 
@@ -50,6 +61,42 @@ document.addEventListener("toggle", async (event) => {
   pre.textContent = response.ok ? await response.text() : `could not load: ${response.status}`;
 }, true);
 
+// A chunk of turns the page left out, fetched from the server (drawn there, escaped there)
+// and put in place of the hidden one with the same id.
+async function loadChunk(url) {
+  const response = await fetch(url, { credentials: "same-origin" });
+  if (!response.ok) return false;
+  const template = document.createElement("template");
+  template.innerHTML = await response.text();
+  const fresh = template.content.firstElementChild;
+  const old = fresh && document.getElementById(fresh.id);
+  if (!old) return false;
+  old.replaceWith(fresh);
+  return true;
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target instanceof Element ? event.target.closest(".show-chunk") : null;
+  const chunk = button && button.closest("section.chunk[data-src]");
+  if (chunk) loadChunk(chunk.dataset.src);
+});
+
+// A permalink to an event of a hidden chunk: load the chunk that holds it, then go there.
+async function reveal() {
+  const found = /^#e-(\d+)$/.exec(location.hash);
+  const session = new URLSearchParams(location.search).get("id");
+  if (!found || session === null || !document.getElementById("turns")) return;
+  if (!document.getElementById(`e-${found[1]}`)) {
+    const url = "/chunk?" + new URLSearchParams({ id: session, e: found[1] });
+    if (!(await loadChunk(url))) return;
+  }
+  const target = document.getElementById(`e-${found[1]}`);
+  if (target) target.scrollIntoView();
+}
+
+window.addEventListener("hashchange", reveal);
+
 document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.live) follow(document.body.dataset.live);
+  reveal();
 });
