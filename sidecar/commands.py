@@ -45,6 +45,7 @@ from sidecar.store.base import Event, Rejected, SeqUnavailable, SessionQuery, Se
 from sidecar.subscriptions import Hub
 from sidecar.timestamps import TimestampError, parse_ns
 from sidecar.transcript import build as build_transcript
+from sidecar.transcript import decoded as decoded_events
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -167,7 +168,7 @@ async def show(args: argparse.Namespace, handlers: Handlers, _: Settings) -> int
     if fmt == "json":
         out.text("[" + ",".join(p.decode() for p in payloads) + "]")
         return EXIT_OK
-    events = [msgspec.json.decode(p) for p in payloads]
+    events = decoded_events(payloads)
     clock = Clock(args.utc)
     if fmt == "markdown":  # a document to read: terminal controls in it are shown, not kept
         text = render.visible(
@@ -545,7 +546,12 @@ def _transcript_event(
     streaming: set[str] = set()  # sessions whose deltas are being printed
 
     def lines(_: int, __: int, event: Event) -> bytes | None:
-        message = msgspec.json.decode(event.payload)
+        try:
+            message = msgspec.json.decode(event.payload)
+        except msgspec.DecodeError:
+            return style.dim(
+                f"(an event of {render.visible(event.session_id)} that cannot be read)\n"
+            ).encode()
         prefix = ""
         if every_session and shown != [event.session_id]:
             if event.method != "session.init":  # which names its session itself

@@ -8,6 +8,7 @@ sees every message received before it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -32,6 +33,8 @@ from sidecar.store.base import (
 from sidecar.store.search import query_terms
 from sidecar.subscriptions import Hub
 from sidecar.timestamps import TimestampError, now_rfc3339, parse_instant, parse_ns
+
+log = logging.getLogger("sidecar")
 
 # \Z, not $: $ would also match before a final newline ("user.*\n").
 METHOD_PATTERN = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(\.\*)?\Z"
@@ -285,7 +288,13 @@ def _with_session_id(payload: bytes, session_id: str) -> Event | None:
     keys = stored_keys(payload)
     if keys is None or keys.method == "session.fork":
         return None
-    message = msgspec.json.decode(payload)
+    try:
+        message = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:  # stored before such events were refused: not copied
+        log.warning(
+            "an event of session %r cannot be read (%s); not copied to the fork", keys.session_id, exc
+        )
+        return None
     message["params"]["session_id"] = session_id
     return Event(session_id, msgspec.json.encode(message), keys.timestamp_ns, keys.method)
 

@@ -8,12 +8,15 @@ renderers' last step.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 import msgspec
 from msgspec import Struct
+
+log = logging.getLogger("sidecar")
 
 TOOL_CALL_METHODS = ("tool.call", "tool.any_call")
 
@@ -111,6 +114,21 @@ class Transcript(Struct, frozen=True, kw_only=True):
     header: tuple[Marker | Stop, ...]  # what came before any turn: init, resume, fork markers
     turns: tuple[Turn, ...]
     stop: Stop | None  # the stop nothing but events of the same run followed
+
+
+def decoded(payloads: Iterable[bytes]) -> list[dict[str, Any]]:
+    """Stored events decoded for `build`. One that cannot be decoded (a number no reader
+    can hold, written before such events were refused, or by another program) is skipped
+    with a warning, keeping its place: the others keep their index."""
+    events: list[dict[str, Any]] = []
+    for index, payload in enumerate(payloads):
+        try:
+            event = msgspec.json.decode(payload)
+        except msgspec.DecodeError as exc:
+            log.warning("stored event %d is not readable (%s); skipped", index, exc)
+            event = {}
+        events.append(event if isinstance(event, dict) else {})
+    return events
 
 
 def build(events: Sequence[dict[str, Any]]) -> Transcript:

@@ -7,13 +7,11 @@ import hashlib
 import re
 from pathlib import Path
 
-import msgspec
-
 from sidecar.clock import Clock
 from sidecar.handlers import GetSessionParams, Handlers, ListSessionsParams
 from sidecar.html import markup
 from sidecar.html.pages import Pages, Site
-from sidecar.transcript import build
+from sidecar.transcript import build, decoded
 
 EVERYTHING = 2**31  # a list_sessions limit that means all of them
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -43,7 +41,7 @@ async def export_site(
     for summary in summaries:
         payloads = await handlers.session_events(GetSessionParams(session_id=summary.session_id))
         raw = [markup.raw_json(payload) for payload in payloads]
-        transcript = build([msgspec.json.decode(payload) for payload in payloads])
+        transcript = build(decoded(payloads))
         parts = pages.session_parts(transcript, len(payloads), raw)
         html = pages.session(transcript, parts)
         (directory / names[summary.session_id]).write_text(html, encoding="utf-8")

@@ -12,11 +12,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-import msgspec
-
 from sidecar.html import Part
 from sidecar.html.pages import CHUNK_TURNS, Hidden, Pages, Piece, chunk_id
-from sidecar.transcript import Transcript, build
+from sidecar.transcript import Transcript, build, decoded
 from sidecar.web.live import Stamps
 
 KEPT_SESSIONS = 8  # sessions whose drawing is kept between requests
@@ -95,7 +93,7 @@ class Drawing:
         if payloads == self.payloads and self.transcript is not None:
             return
         self.payloads = payloads
-        self.transcript = build([msgspec.json.decode(payload) for payload in payloads])
+        self.transcript = build(decoded(payloads))
         self.generation = next(_generations)
         slots: dict[str, _Slot] = {}
         owners: dict[int, str] = {}

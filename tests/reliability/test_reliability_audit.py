@@ -384,3 +384,30 @@ async def test_a_database_replaced_under_the_daemon_is_used_as_it_is_not_corrupt
         assert sorted(s["session_id"] for s in listed) == ["after", "theirs"]
     assert rows_at(db) == ["theirs", "after"]
     assert "was replaced while open" in caplog.text
+
+
+# --- 9. a stored number nobody can read back: readers skip the event, never fail ------------------
+
+
+def test_a_stored_event_with_a_number_no_reader_holds_is_skipped_by_every_reader(
+    db: Path, tmp_path: Path
+) -> None:
+    unreadable = line(prompt("n", T.format(1), text="lost")).replace(
+        b'"prompt":', b'"huge":1e999999,"prompt":'
+    )
+    with Daemon(db) as daemon:
+        daemon.send(init("n", T.format(0)))
+        daemon.send_raw(unreadable + b"\n")
+        daemon.send(prompt("n", T.format(2), text="still readable"))
+        assert daemon.close() == 0
+    shown = cli("--db", str(db), "show", "n")
+    assert shown.returncode == 0 and "still readable" in shown.stdout, shown.stderr
+    assert "not readable" in shown.stderr
+    markdown = cli("--db", str(db), "show", "n", "--format", "markdown")
+    assert markdown.returncode == 0 and "still readable" in markdown.stdout
+    forked = cli("--db", str(db), "fork", "n", "--new-id", "copy")
+    assert forked.returncode == 0 and "2 events copied" in forked.stdout, forked.stderr
+    site = cli("--db", str(db), "export", "--html", str(tmp_path / "site"), "n")
+    assert site.returncode == 0 and "still readable" in "".join(
+        p.read_text() for p in (tmp_path / "site").glob("*.html")
+    )
