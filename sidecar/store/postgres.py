@@ -150,6 +150,11 @@ LIST_PAGE = 500  # summaries read at a time while a text filter skips some
 MAX_WORD_BYTES = 2047
 MAX_WORDS_BYTES = 1_000_000
 CONNECT_TIMEOUT_S = 5.0
+# Every statement, COPY included, on every connection: a server that goes quiet in the
+# middle of one (seen after `pg_ctl restart -m immediate` during a COPY) would otherwise be
+# waited for forever. Past it the connection is dropped and the batch retried, once, by
+# the lost-COMMIT check. Far above what a batch takes (at most 8 MiB of events).
+COMMAND_TIMEOUT_S = 30.0
 # PostgreSQL text cannot hold NUL: an id with one (or starting with the escape) is
 # stored escaped, `\x01` + the id with \x01 -> \x01\x01 and \x00 -> \x01\x02.
 _ESCAPE = "\x01"
@@ -168,7 +173,14 @@ _LOST = (
 class PostgresStore(Store):
     backend = "postgres"
 
-    def __init__(self, dsn: str | None, *, durability: str = "normal", lock_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        dsn: str | None,
+        *,
+        durability: str = "normal",
+        lock_timeout_ms: int = 5000,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
+    ) -> None:
         """`dsn`: a postgresql:// URI; None takes libpq's PG* environment variables."""
         self.location = redact(dsn) if dsn else "postgresql (PG* environment)"
         settings = {"lock_timeout": str(lock_timeout_ms)}
@@ -178,8 +190,8 @@ class PostgresStore(Store):
             settings["synchronous_commit"] = "on"
         # The committer's batches and storage requests on connections of their own: a
         # request never waits for a commit to finish.
-        self._ingest = _Link(dsn, settings)
-        self._requests = _Link(dsn, settings)
+        self._ingest = _Link(dsn, settings, command_timeout_s)
+        self._requests = _Link(dsn, settings, command_timeout_s)
         self._unsure: list[_Batch] = []  # batches whose COMMIT went unanswered, in order
 
     async def open(self) -> None:
@@ -399,9 +411,10 @@ def _starts_with(items: Sequence[object], head: Sequence[object]) -> bool:
 class _Link:
     """One connection, made on first use and again after it is lost; one user at a time."""
 
-    def __init__(self, dsn: str | None, settings: dict[str, str]) -> None:
+    def __init__(self, dsn: str | None, settings: dict[str, str], command_timeout_s: float) -> None:
         self._dsn = dsn
         self._settings = settings
+        self._command_timeout_s = command_timeout_s
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -413,7 +426,10 @@ class _Link:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = None
                     self._conn = await asyncpg.connect(
-                        self._dsn, timeout=CONNECT_TIMEOUT_S, server_settings=self._settings
+                        self._dsn,
+                        timeout=CONNECT_TIMEOUT_S,
+                        command_timeout=self._command_timeout_s,
+                        server_settings=self._settings,
                     )
                 yield self._conn
             except _LOST as exc:

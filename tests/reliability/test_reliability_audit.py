@@ -21,13 +21,16 @@ from typing import Any
 
 import pytest
 from daemon import Daemon
-from events import error_of, init, line, prompt, result_of, rpc
+from events import error_of, events, init, line, prompt, result_of, rpc
+from pg_proxy import QuietableProxy
+from pg_server import PostgresServer, database_of, fetch
 from wire import Wire, running
 
 from sidecar.config import Settings
 from sidecar.server import Server
-from sidecar.store.base import SessionQuery, Store
+from sidecar.store.base import SessionQuery, Store, StoreFailure
 from sidecar.store.memory import MemoryStore
+from sidecar.store.postgres import PostgresStore
 from sidecar.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.reliability
@@ -411,3 +414,32 @@ def test_a_stored_event_with_a_number_no_reader_holds_is_skipped_by_every_reader
     assert site.returncode == 0 and "still readable" in "".join(
         p.read_text() for p in (tmp_path / "site").glob("*.html")
     )
+
+
+# --- 1. PostgreSQL gone quiet in the middle of a command -----------------------------------------
+
+
+async def test_a_postgres_server_gone_quiet_mid_write_fails_within_the_command_timeout_then_lands_once(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    dsn = await asyncio.to_thread(postgres_server.create_database)
+    proxy = QuietableProxy(postgres_server.root, tmp_path / "proxy")
+    await proxy.start()
+    store = PostgresStore(proxy.dsn(database_of(dsn)), command_timeout_s=1.0)
+    try:
+        await store.open()
+        await store.write(events(init("q", T.format(0))), [])
+        batch = events(*(prompt("q", T.format(1), text=f"p{n}") for n in range(500)))
+        proxy.go_quiet()
+        with pytest.raises(StoreFailure):
+            async with asyncio.timeout(WAIT_S):  # without a command timeout: never returns
+                await store.write(batch, [])
+        proxy.resume()
+        seqs = await store.write(batch, [])  # the retry, as ingest makes it
+        assert len(seqs) == 500
+        [(count,)] = await asyncio.to_thread(fetch, dsn, "SELECT count(*) FROM events")
+        assert count == 501  # once, not twice
+    finally:
+        await store.close()
+        await proxy.close()
+        await asyncio.to_thread(postgres_server.drop_database, dsn)
