@@ -18,8 +18,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from backends import Backend, JsonlBackend, SqliteBackend
+from backends import Backend, JsonlBackend, PostgresBackend, SqliteBackend
 from daemon import Daemon
+from pg_server import fetch
 
 # --- event lines, built from a template: a million of them must take a second, not ten ---------
 
@@ -239,14 +240,45 @@ def _torn(line: bytes) -> bool:
     return False
 
 
+class PostgresReader:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def check_integrity(self) -> None:
+        """Every event once by seq, each whole, and a summary for each of its sessions."""
+        [(rows, seqs, unsummarised)] = (
+            fetch(
+                self.dsn,
+                "SELECT count(*), count(DISTINCT seq), "
+                "(SELECT count(DISTINCT session_id) FROM events WHERE session_id NOT IN "
+                "(SELECT session_id FROM sessions)) FROM events",
+            )
+            if _has_events(self.dsn)
+            else [(0, 0, 0)]
+        )
+        assert rows == seqs and unsummarised == 0, (rows, seqs, unsummarised)
+
+    def events(self) -> list[StoredEvent]:
+        if not _has_events(self.dsn):
+            return []  # killed before the schema was committed
+        rows = fetch(self.dsn, "SELECT session_id, convert_to(payload, 'UTF8') FROM events ORDER BY seq")
+        return [StoredEvent(session, bytes(payload)) for session, payload in rows]
+
+
+def _has_events(dsn: str) -> bool:
+    return bool(fetch(dsn, "SELECT to_regclass('events') IS NOT NULL")[0][0])
+
+
 def reader(backend: Backend) -> StoreReader:
     if isinstance(backend, SqliteBackend):
         return SqliteReader(backend.path)
     if isinstance(backend, JsonlBackend):
         return JsonlReader(backend.directory)
+    if isinstance(backend, PostgresBackend):
+        return PostgresReader(backend.dsn)
     raise NotImplementedError(f"no reader for the {backend.name} backend yet")
 
 
 # Backends that commit a batch in one transaction: a crash leaves a prefix of the input.
 # The others (jsonl appends file by file) leave a prefix of each session's events.
-ATOMIC_BATCHES = {"sqlite"}
+ATOMIC_BATCHES = {"sqlite", "postgres"}

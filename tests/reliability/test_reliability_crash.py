@@ -1,5 +1,6 @@
 """SIGKILL at twenty points of a fast ingest: the store stays sound and keeps every
-acknowledged event exactly once; a restarted daemon appends to it and serves it all.
+acknowledged event exactly once; a restarted daemon appends to it and serves it all. On
+PostgreSQL the server itself is also restarted (`-m immediate`) under a running ingest.
 
 The store is read back only through `reliability.reader`, so another backend is one more
 parameter (and one more reader).
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backends import Backend, JsonlBackend, SqliteBackend
+from backends import Backend, JsonlBackend, PostgresBackend, SqliteBackend
+from pg_server import PostgresServer
 from reliability import (
     ATOMIC_BATCHES,
     ENDED,
@@ -178,11 +180,17 @@ def check_store(backend: Backend, round_: int, known: set[bytes], promised: set[
     return len(found)
 
 
-@pytest.mark.parametrize("kind", [SqliteBackend, JsonlBackend], ids=["sqlite", "jsonl"])
+def a_backend(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Backend:
+    if name == "postgres":  # a fresh database on the one test server
+        return PostgresBackend(tmp_path, request.getfixturevalue("postgres_dsn"))
+    return SqliteBackend(tmp_path) if name == "sqlite" else JsonlBackend(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["sqlite", "jsonl", "postgres"])
 def test_sigkill_at_twenty_points_loses_no_acknowledged_event_and_corrupts_nothing(
-    kind: type[Backend], tmp_path: Path
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    backend = kind(tmp_path)
+    backend = a_backend(name, tmp_path, request)
     known: set[bytes] = set()
     kills = promised_total = stored_total = 0
     for round_, (trigger, point) in enumerate(KILL_POINTS):
@@ -213,3 +221,47 @@ def test_sigkill_at_twenty_points_loses_no_acknowledged_event_and_corrupts_nothi
     assert kills == len(KILL_POINTS) == 20
     assert promised_total > 10_000 and stored_total >= promised_total
     print(f"\n{kills} kills survived; {stored_total} stored events checked, {promised_total} acknowledged")
+
+
+RESTART_AFTER_FLUSHES = (2, 5, 9)  # the server is restarted once so many flushes were answered
+RESTART_EVENTS = 15_000
+
+
+def test_postgres_restarted_immediately_under_an_ingest_stores_every_event_once_and_never_hangs(
+    postgres_server: PostgresServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`pg_ctl restart -m immediate` three times while a daemon ingests: every event sent is
+    stored exactly once, every acknowledgement was true, and the daemon ends by itself."""
+    backend = a_backend("postgres", tmp_path, request)
+    assert isinstance(backend, PostgresBackend)
+    lines = [line for line in stream(0) if b'"r0e' not in line or _index(line) < RESTART_EVENTS]
+    flushed, acked = 0, set()
+    with PolledDaemon(None, *backend.args(), "--shutdown-timeout", "60") as daemon:
+        feeder = Feeder(daemon, chunked(iter(lines)))
+        for restart_at in RESTART_AFTER_FLUSHES:
+            while flushed < restart_at:
+                message = daemon.poll(WAIT_S)
+                assert isinstance(message, dict), f"no answer in {WAIT_S}s: {daemon.stderr}"
+                if "result" in message and message["id"].startswith("f"):
+                    flushed += 1
+                elif "result" in message:
+                    acked.add(int(message["id"][1:]))
+            postgres_server.stop("immediate")
+            postgres_server.start()
+        feeder.finish(timeout=WAIT_S * 3)
+        assert daemon.process.stdin is not None
+        daemon.process.stdin.close()
+        for message in daemon.rest(timeout=WAIT_S * 3):
+            if "result" in message and message["id"].startswith("a"):
+                acked.add(int(message["id"][1:]))
+        assert daemon.wait() == 0, daemon.stderr
+    stored = reader(backend).events()
+    counts = Counter(payload for _, payload in stored)
+    assert max(counts.values()) == 1 and len(counts) == RESTART_EVENTS  # every one, once
+    assert {event(0, index) for index in acked} <= counts.keys()
+
+
+def _index(line: bytes) -> int:
+    found = re.search(rb'"r0e(\d+)"', line)
+    assert found is not None
+    return int(found[1])
