@@ -30,7 +30,7 @@ from sidecar.protocol import (
     RpcError,
     StorageUnavailable,
 )
-from sidecar.store.base import Event, Rejected, StoreFailure
+from sidecar.store.base import Event, EventRefused, Rejected, StoreFailure
 
 log = logging.getLogger("sidecar")
 
@@ -257,6 +257,8 @@ class Dispatcher:
     async def _acknowledge(self, ack: asyncio.Future[int], request_id: Any, session_id: str) -> bytes | None:
         try:
             seq = await ack
+        except EventRefused as exc:  # the store cannot hold this event: it is quarantined
+            return self._error(request_id, InvalidParams(f"refused by the store: {exc}", field="params"))
         except StoreFailure as exc:
             error = StorageUnavailable(str(exc), retained=True, note="the event is kept and retried")
             return self._error(request_id, error)

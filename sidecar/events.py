@@ -16,13 +16,17 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from sidecar.timestamps import TimestampError, parse_instant, parse_ns
 
 NonEmpty = Annotated[str, Meta(min_length=1)]
+# A session id every backend can key and index: PostgreSQL's btree takes index rows of at
+# most 2,704 bytes, and 512 characters are at most 2,048 bytes of UTF-8.
+MAX_SESSION_ID_CHARS = 512
+SessionId = Annotated[str, Meta(min_length=1, max_length=MAX_SESSION_ID_CHARS)]
 Count = Annotated[int, Meta(ge=0)]
 
 
 # gc=False: decoded from JSON, these never form reference cycles, and untracked objects
 # keep the collector away from the hot path.
 class Base(Struct, gc=False):
-    session_id: NonEmpty
+    session_id: SessionId
     timestamp: str
 
 

@@ -17,7 +17,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from sidecar import __version__, protocol
-from sidecar.events import EVENT_METHODS, PROTOCOL_VERSIONS, NonEmpty, stored_keys
+from sidecar.events import EVENT_METHODS, PROTOCOL_VERSIONS, SessionId, stored_keys
 from sidecar.ingest import Ingest
 from sidecar.protocol import InvalidParams, SessionNotFound, StorageUnavailable
 from sidecar.store.base import (
@@ -78,12 +78,12 @@ class ListSessionsParams(Struct, forbid_unknown_fields=True):
 
 
 class SessionParams(Struct, forbid_unknown_fields=True):
-    session_id: NonEmpty
+    session_id: SessionId
 
 
 class ForkParams(Struct, forbid_unknown_fields=True):
-    session_id: NonEmpty
-    new_session_id: NonEmpty | None = None
+    session_id: SessionId
+    new_session_id: SessionId | None = None
 
 
 class SearchParams(Struct, forbid_unknown_fields=True):

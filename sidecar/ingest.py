@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from itertools import accumulate
 
-from sidecar.store.base import Event, Rejected, Store, StoreFailure
+from sidecar.store.base import Event, EventRefused, Rejected, Store, StoreFailure
 
 log = logging.getLogger("sidecar")
 
@@ -48,6 +49,10 @@ class Ingest:
         self.persisted = 0
         self.commits = 0
         self.on_commit: Callable[[], None] | None = None  # told of every commit of events
+        # While the event a store refused is looked for: batches at most this big, until
+        # the `_suspects` (the refused batch's events) are all stored or quarantined.
+        self._split: int | None = None
+        self._suspects = 0
 
     @property
     def queue_depth(self) -> int:
@@ -142,6 +147,11 @@ class Ingest:
                 failure: StoreFailure | None = None
                 try:
                     seqs = await self.store.write(events, rejected)
+                except EventRefused as exc:
+                    self._in_flight, self._writing = 0, False
+                    size -= await self._store_rejected_alone(rejected)
+                    self._isolate(events, acks, size, exc)
+                    continue
                 except StoreFailure as exc:
                     failure = exc
                 except asyncio.CancelledError:  # closing: what was in flight is not stored
@@ -164,6 +174,7 @@ class Ingest:
                     log.warning("store recovered; %d queued events committed", len(events))
                     self.failure = None
                 failures = 0
+                self._cleared(len(events))
                 self._committed(events, acks, size, seqs)
             self._notify_settled()
 
@@ -176,7 +187,9 @@ class Ingest:
         """
         events, acks, rejected = self._events, self._acks, self._rejected
         count = len(events)
-        if count > self._batch_events or self._queued_bytes > self._batch_bytes:
+        if self._split is not None and count > self._split:  # looking for a refused event
+            count = self._split
+        elif count > self._batch_events or self._queued_bytes > self._batch_bytes:
             sizes = list(accumulate(len(event.payload) for event in events[: self._batch_events]))
             count = max(1, bisect_right(sizes, self._batch_bytes))
         if count == len(events):
@@ -216,6 +229,56 @@ class Ingest:
         if events and self.on_commit is not None:
             self.on_commit()
         self._notify_settled()
+
+    async def _store_rejected_alone(self, rejected: list[Rejected]) -> int:
+        """A refused batch's quarantined lines, in a write of their own (they may be what
+        was refused); their bytes, which leave the queue either way."""
+        if not rejected:
+            return 0
+        try:
+            await self.store.write([], rejected)
+        except StoreFailure as exc:  # nothing else can hold them: say so, and go on
+            log.error("%d rejected lines could not be quarantined (%s); dropped", len(rejected), exc)
+        size = sum(len(line.line) for line in rejected)
+        self._bytes -= size
+        return size
+
+    def _isolate(
+        self,
+        events: list[Event],
+        acks: list[tuple[int, asyncio.Future[int]]],
+        size: int,
+        refusal: EventRefused,
+    ) -> None:
+        """The store refused something in this batch: halve the batches until the event it
+        refuses is alone, then quarantine it with the reason and answer it -32602. The
+        events around it are stored as ever: one poisonous event must not sink the rest."""
+        self._queued_bytes += size  # all of it goes back to the head of the queue
+        if len(events) > 1:
+            if self._split is None:
+                self._suspects = len(events)
+            self._split = len(events) // 2
+            self._events = events + self._events
+            self._acks = acks + [(index + len(events), ack) for index, ack in self._acks]
+            return
+        reason = f"refused by the store: {refusal}"
+        for event in events:
+            log.error("an event of session %r was %s; quarantined", event.session_id, reason)
+        self._rejected = [
+            Rejected(event.payload, reason, int(time.time() * 1000)) for event in events
+        ] + self._rejected
+        for _, ack in acks:
+            if not ack.done():
+                ack.set_exception(refusal)
+        self._cleared(len(events))
+
+    def _cleared(self, count: int) -> None:
+        """`count` events of those suspected of a refusal were stored or quarantined: once
+        none is left, batches take their usual size again."""
+        if self._split is not None:
+            self._suspects -= count
+            if self._suspects <= 0 or not self._events:
+                self._split = None
 
     def _requeue(
         self,

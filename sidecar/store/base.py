@@ -90,6 +90,11 @@ class StoreFailure(Exception):
     """The store cannot take or serve data now (disk full, read-only, locked, ...)."""
 
 
+class EventRefused(StoreFailure):
+    """The store refused what it was given (a value it cannot hold), not for want of
+    availability: retrying the same batch would fail the same way."""
+
+
 class SeqUnavailable(StoreFailure):
     """A replay was asked from a seq the store no longer keeps a record of."""
 

@@ -22,6 +22,7 @@ import msgspec
 
 from sidecar.store.base import (
     Event,
+    EventRefused,
     ListQuery,
     Page,
     Rejected,
@@ -168,6 +169,11 @@ _LOST = (
     OSError,
     TimeoutError,
 )
+
+
+# SQLSTATE classes of a value the server will never take, however often it is sent: data
+# exceptions (22) and program limits, such as an index row too big (54).
+_REFUSED_CLASSES = ("22", "54")
 
 
 class PostgresStore(Store):
@@ -438,6 +444,8 @@ class _Link:
             except asyncpg.PostgresError as exc:  # the statement failed; the connection stays
                 if self._conn is not None and self._conn.is_closed():
                     self._conn = None
+                if str(getattr(exc, "sqlstate", "")).startswith(_REFUSED_CLASSES):
+                    raise EventRefused(f"{type(exc).__name__}: {exc}") from exc
                 raise StoreFailure(f"{type(exc).__name__}: {exc}") from exc
 
     def _drop(self) -> None:

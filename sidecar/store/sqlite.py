@@ -29,6 +29,7 @@ from msgspec.structs import astuple
 from sidecar.events import stored_keys
 from sidecar.store.base import (
     Event,
+    EventRefused,
     ListQuery,
     Page,
     Rejected,
@@ -322,6 +323,9 @@ class SqliteStore(Store):
                 await self.db.commit()
                 written = sum(map(len, map(_payload, events))) + sum(len(r.line) for r in rejected)
                 self._checkpointer.committed(written)
+            except sqlite3.DataError as exc:  # a value SQLite cannot hold ("too big"): refused
+                await self._rollback()
+                raise EventRefused(str(exc)) from exc
             except sqlite3.Error as exc:
                 await self._rollback()
                 if "readonly" in str(exc):

@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from wire import Wire, running
 
 from sidecar.config import Settings
 from sidecar.server import Server
-from sidecar.store.base import SessionQuery, Store, StoreFailure
+from sidecar.store.base import Event, EventRefused, Rejected, SessionQuery, Store, StoreFailure
 from sidecar.store.memory import MemoryStore
 from sidecar.store.postgres import PostgresStore
 from sidecar.store.sqlite import SqliteStore
@@ -443,3 +443,41 @@ async def test_a_postgres_server_gone_quiet_mid_write_fails_within_the_command_t
         await store.close()
         await proxy.close()
         await asyncio.to_thread(postgres_server.drop_database, dsn)
+
+
+# --- 2. one poisonous event never sinks the events after it; one limit on session ids -------------
+
+
+class RefusingStore(MemoryStore):
+    """Refuses, like PostgreSQL an index row too big, any batch holding a prompt "poison"."""
+
+    async def write(self, events: Sequence[Event], rejected: Sequence[Rejected]) -> Sequence[int]:
+        if any(b'"prompt":"poison"' in event.payload for event in events):
+            raise EventRefused("index row size 3024 exceeds btree version 4 maximum 2704")
+        return await super().write(events, rejected)
+
+
+async def test_an_event_the_store_refuses_is_quarantined_alone_and_the_rest_of_its_batch_is_stored() -> None:
+    async with running(RefusingStore()) as wire:
+        sent = [prompt("p", T.format(1), text=f"ok {n}") for n in range(100)]
+        poison = rpc(
+            "user.prompt.submit", prompt("p", T.format(1), text="poison")["params"], request_id="bad"
+        )
+        answers = await wire.answer([*sent[:60], poison, *sent[60:], rpc("storage.flush", request_id="f")])
+        [refused] = [a for a in answers if a["id"] == "bad"]
+        assert error_of(refused, -32602, "bad")["data"]["field"] == "params"
+        stored = await wire.store.read_session("p", SessionQuery())
+        assert [json.loads(p)["params"]["prompt"] for p in stored] == [f"ok {n}" for n in range(100)]
+        [(line_, reason)] = await wire.quarantine()
+        assert b'"poison"' in line_ and "refused by the store" in reason and "btree" in reason
+        await wire.send(prompt("p", T.format(2), text="after"))  # batches take their size again
+        await wire.result("storage.flush")
+        assert len(await wire.store.read_session("p", SessionQuery())) == 101
+
+
+async def test_a_session_id_longer_than_every_backend_can_index_is_invalid_params(any_wire: Wire) -> None:
+    [answer] = await any_wire.feed(line(rpc("session.init", init("x" * 513, T.format(0))["params"], "long")))
+    assert error_of(answer, -32602, "long")["data"]["field"] == "session_id"
+    await any_wire.send(init("y" * 512, T.format(0)))
+    await any_wire.result("storage.flush")
+    assert len(await any_wire.store.read_session("y" * 512, SessionQuery())) == 1
