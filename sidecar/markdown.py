@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from msgspec import Struct
+
 from sidecar.transcript import (
     AssistantText,
     Item,
@@ -35,19 +37,45 @@ _FENCE_LINE = re.compile(r" {0,3}(`{3,}|~{3,})")
 TimeFormat = Callable[[str], str]
 
 
+class Page(Struct, frozen=True, kw_only=True):
+    """A transcript that is part of a session: where it lies, and the session's facts from
+    its summary (a part's own events would tell them wrongly: its first event is not the
+    session's start, its last not the session's end)."""
+
+    number: int | None  # None: not one of a series of pages (the latest part of a session)
+    first: int  # the first event shown, counted from 0
+    last: int
+    total: int  # the session's events (those of the methods asked)
+    filtered: bool = False  # only some methods were asked for
+    model: str | None = None
+    provider: str | None = None
+    parent_session_id: str | None = None
+    started: str | None = None
+    last_activity: str | None = None
+    stopped: bool = False
+    success: bool | None = None
+    usage: dict[str, Any] | None = None
+
+
 def transcript_markdown(
-    t: Transcript, *, format_time: TimeFormat, full: bool = False, first_turn: int = 1
+    t: Transcript,
+    *,
+    format_time: TimeFormat,
+    full: bool = False,
+    first_turn: int = 1,
+    page: Page | None = None,
 ) -> str:
-    """`first_turn`: the number of the first turn with a prompt (a page of a longer session)."""
-    blocks = _title(t, format_time)
+    """`first_turn`: the number of the first turn with a prompt (a page of a longer session).
+    `page`: the transcript is that part of a session; its title says so and the session's facts."""
+    blocks = _title(t, format_time) if page is None else _page_title(t, page, format_time)
     for item in t.header:
         if not (isinstance(item, Marker) and item.what in ("start", "fork")):  # the title says those
-            blocks.extend(_item(item, format_time, full))
+            blocks.extend(_item(item, format_time, full, page))
     number = first_turn - 1
     for turn in t.turns:
         if turn.prompt is not None:
             number += 1
-        blocks.extend(_turn(turn, number, format_time, full))
+        blocks.extend(_turn(turn, number, format_time, full, page))
     if t.stop is not None:
         blocks.append("## End")
         blocks.extend(_stop(t.stop, format_time))
@@ -70,9 +98,44 @@ def _title(t: Transcript, format_time: TimeFormat) -> list[str]:
     return [title, "\n".join(facts)] if facts else [title]
 
 
-def _turn(turn: Turn, number: int, format_time: TimeFormat, full: bool) -> list[str]:
+def _page_title(t: Transcript, page: Page, format_time: TimeFormat) -> list[str]:
+    events = (
+        f"event {page.first:,}"
+        if page.first == page.last
+        else f"events {page.first:,}\N{EN DASH}{page.last:,}"
+    )
+    where = f"{events} of {page.total:,}" + (" (of the methods asked)" if page.filtered else "")
+    if page.number is not None:
+        where = f"page {page.number:,}: {where}"
+    title = f"# Session {_code(t.session_id)} — {where}" if t.session_id else f"# Session — {where}"
+    facts = []
+    if page.model or page.provider:
+        facts.append(f"- **Model:** {_code(page.model or '?')} · **Provider:** {_code(page.provider or '?')}")
+    if page.parent_session_id:
+        facts.append(f"- **Forked from:** {_code(page.parent_session_id)}")
+    if page.started:
+        facts.append(f"- **Started:** {_escape(format_time(page.started))}")
+    if page.stopped:
+        outcome = {True: "succeeded", False: "failed", None: "outcome unknown"}[page.success]
+        last = f"{_escape(format_time(page.last_activity))}, " if page.last_activity else ""
+        facts.append(f"- **Stopped:** {last}{outcome}")
+    elif page.last_activity:
+        facts.append(f"- **Last activity:** {_escape(format_time(page.last_activity))} (not stopped)")
+    if page.usage:
+        facts.append(f"- **Usage of the whole session:** {_usage(page.usage)}")
+    return [title, "\n".join(facts)] if facts else [title]
+
+
+def _turn(
+    turn: Turn, number: int, format_time: TimeFormat, full: bool, page: Page | None = None
+) -> list[str]:
     if turn.prompt is None:
-        blocks = ["## Before the first prompt"]
+        if page is not None and number >= 1:  # a page that begins inside a turn
+            blocks = [f"## Turn {number} (continued)"]
+        elif page is not None and page.filtered:
+            blocks = ["## Events without their prompt (filtered out)"]
+        else:
+            blocks = ["## Before the first prompt"]
     else:
         blocks = [f"## Turn {number}"]
         when = _when(turn.prompt.timestamp, format_time)
@@ -85,11 +148,11 @@ def _turn(turn: Turn, number: int, format_time: TimeFormat, full: bool) -> list[
             assistant = True
         elif isinstance(item, Marker | Stop):
             assistant = False
-        blocks.extend(_item(item, format_time, full))
+        blocks.extend(_item(item, format_time, full, page))
     return blocks
 
 
-def _item(item: Item, format_time: TimeFormat, full: bool) -> list[str]:
+def _item(item: Item, format_time: TimeFormat, full: bool, page: Page | None = None) -> list[str]:
     if isinstance(item, AssistantText):
         blocks = [_closed(item.text)] if item.text.strip() else []
         if item.partial:
@@ -110,7 +173,12 @@ def _item(item: Item, format_time: TimeFormat, full: bool) -> list[str]:
         return blocks
     if isinstance(item, OrphanResult):
         call = _code(item.result.tool_call_id) if item.result.tool_call_id else "an unknown call"
-        return [f"**Result of {call}** (its call is not in this session)", *_result(item.result, full)]
+        where = (
+            "its call is on another page or filtered out"
+            if page is not None
+            else "its call is not in this session"
+        )
+        return [f"**Result of {call}** ({where})", *_result(item.result, full)]
     if isinstance(item, SkillLoad):
         return [f"- Skill loaded: {_code(item.name)}"]
     if isinstance(item, TaskUpdate):

@@ -17,7 +17,6 @@ from urllib.parse import unquote
 
 import anyio
 import mcp_types as types
-import msgspec
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.session import ServerSession
@@ -28,12 +27,12 @@ from mcp.shared.exceptions import MCPError
 from sidecar import __version__
 from sidecar.config import Settings, missing_store
 from sidecar.core import Core, compose
-from sidecar.handlers import GetSessionParams, ListSessionsParams
-from sidecar.markdown import transcript_markdown
+from sidecar.handlers import ListSessionsParams
 from sidecar.mcp_server.paging import BadCursor, SessionsCursor, decode_cursor, encode_cursor, page_sessions
 from sidecar.mcp_server.tools import (
     CLOCK,
     EVERYTHING,
+    RESOURCE_TOKENS,
     TOOLS,
     URI_PREFIX,
     ToolError,
@@ -46,7 +45,6 @@ from sidecar.mcp_server.tools import (
 from sidecar.mcp_server.watch import Watcher
 from sidecar.store import StoreFailure, open_store
 from sidecar.store.base import SessionSummary
-from sidecar.transcript import build
 
 log = logging.getLogger("sidecar")
 
@@ -178,7 +176,8 @@ class McpApp:
             title="Agent session transcript",
             uri_template=TEMPLATE,
             description="A recorded agent session as a markdown transcript (tool output cut at "
-            "2,000 characters; read_session pages it and gives it whole)",
+            f"2,000 characters). A long session gives its latest events (about {RESOURCE_TOKENS:,} "
+            "tokens) and says so; read_session pages through all of it.",
             mime_type=MARKDOWN,
         )
         return types.ListResourceTemplatesResult(resource_templates=[template])
@@ -187,11 +186,12 @@ class McpApp:
         self, _: Context, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         session_id = _session_of(params.uri)
-        payloads = await self.handlers.session_events(GetSessionParams(session_id=session_id))
-        if not payloads:
+        try:
+            text = await self.tools.resource_text(session_id)
+        except ToolError as exc:  # a session id the handlers refuse
+            raise MCPError(types.INVALID_PARAMS, str(exc), {"uri": params.uri}) from None
+        if text is None:
             raise MCPError(RESOURCE_NOT_FOUND, f"no session {session_id!r}", {"uri": params.uri})
-        events = [msgspec.json.decode(raw) for raw in payloads]
-        text = transcript_markdown(build(events), format_time=CLOCK.show)
         return types.ReadResourceResult(
             contents=[types.TextResourceContents(uri=params.uri, mime_type=MARKDOWN, text=text)]
         )
@@ -203,8 +203,14 @@ class McpApp:
         session_id = _session_of(params.uri)
         sessions = self._subscribers.setdefault(session_id, set())
         if ctx.session not in sessions:
-            await self._hold(session_id)
-            sessions.add(ctx.session)
+            sessions.add(ctx.session)  # before the wait: a subscribe meanwhile holds nothing more
+            try:
+                await self._hold(session_id)
+            except BaseException:
+                sessions.discard(ctx.session)
+                raise
+            if ctx.session not in sessions:  # unsubscribed while it waited
+                self.watcher.release(session_id)
         return types.EmptyResult()
 
     async def unsubscribe(self, ctx: Context, params: types.UnsubscribeRequestParams) -> types.EmptyResult:

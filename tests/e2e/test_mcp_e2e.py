@@ -25,6 +25,9 @@ from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
 from mcp_sessions import at, long_session
 
+from sidecar.mcp_server.paging import estimate_tokens
+from sidecar.mcp_server.tools import PAGE_TOKENS
+
 WAIT_S = 20.0  # every wait is bounded
 REPO = Path(__file__).resolve().parents[2]
 NODE_CLIENT = REPO / "tests" / "mcp_node"
@@ -164,7 +167,7 @@ async def test_a_long_session_is_read_page_by_page_to_its_end_and_nothing_is_los
             assert f'cursor "{cursor}"' in text(result)  # named where a model reads
             result = await session.call_tool("read_session", {"cursor": cursor})
     assert len(pages) > 3
-    assert all(len(page["text"]) <= 60_000 for page in pages)
+    assert all(estimate_tokens(page["text"]) <= PAGE_TOKENS for page in pages)
     assert [p["first_event"] for p in pages[1:]] == [p["last_event"] + 1 for p in pages[:-1]]
     assert pages[-1]["last_event"] == pages[-1]["total_events"] - 1 == 4 * LONG_TURNS + 1
     whole = "".join(page["text"] for page in pages)
