@@ -31,6 +31,12 @@ PAGE = 500  # events read per store call
 # A subscription is not read for while its queue holds this much (a page may overshoot).
 QUEUE_EVENTS = 2048
 QUEUE_BYTES = 2 * 1024 * 1024
+# All subscriptions' queues together: past it none is read for until the output takes some
+# (300 subscriptions from seq 0 must not hold 300 queues' worth).
+TOTAL_QUEUE_BYTES = 8 * 1024 * 1024
+# Reads are sized by bytes: a page asks for as many events as the room left holds at the
+# size events have had lately (the first read takes one), so large events are read a few
+# at a time rather than PAGE at a time.
 # Events committed since a subscription began that it may leave unread while its queue is
 # full; one more and it has lagged (counted from its cursor: commit sizes make no difference).
 MAX_BEHIND = 10_000
@@ -96,6 +102,7 @@ class Hub:
         queue_bytes: int = QUEUE_BYTES,
         max_behind: int = MAX_BEHIND,
         output_budget_bytes: int = OUTPUT_BUDGET_BYTES,
+        total_queue_bytes: int = TOTAL_QUEUE_BYTES,
     ) -> None:
         self._store = store
         self._output = output
@@ -105,6 +112,9 @@ class Hub:
         self._queue_bytes = queue_bytes
         self._max_behind = max_behind
         self._budget = output_budget_bytes
+        self._total_queue_bytes = total_queue_bytes
+        self._queued = 0  # bytes queued in all subscriptions
+        self._event_bytes = queue_bytes  # the size events have had lately, for sizing reads
         self._subs: dict[int, Subscription] = {}
         self._last_id = 0
         self._wake = asyncio.Event()
@@ -142,9 +152,18 @@ class Hub:
         self._wake.set()
         return self._last_id
 
+    @property
+    def queued_bytes(self) -> int:
+        """Notifications read and waiting for the output, all subscriptions together."""
+        return self._queued
+
     def unsubscribe(self, sub_id: int) -> bool:
         """End a subscription; nothing more is written for it. False if there is none."""
-        return self._subs.pop(sub_id, None) is not None
+        sub = self._subs.pop(sub_id, None)
+        if sub is None:
+            return False
+        self._queued -= sub.queued_bytes
+        return True
 
     def committed(self) -> None:
         """This process committed events: read them now rather than at the next poll."""
@@ -159,6 +178,7 @@ class Hub:
 
     async def close(self) -> None:
         self._subs.clear()
+        self._queued = 0
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -199,7 +219,15 @@ class Hub:
             self._flush()
 
     def _has_room(self, sub: Subscription) -> bool:
-        return sub.has_room(self._queue_events, self._queue_bytes)
+        return sub.has_room(self._queue_events, self._queue_bytes) and self._queued < self._total_queue_bytes
+
+    def _page_for(self, subs: list[Subscription]) -> int:
+        """How many events to read for `subs`: what the least roomy of them, and all queues
+        together, can still take, at the size events have had."""
+        room = min(
+            self._queue_bytes - max(sub.queued_bytes for sub in subs), self._total_queue_bytes - self._queued
+        )
+        return max(1, min(self._page, room // self._event_bytes))
 
     async def _read(self) -> None:
         """Read for every subscription with room in its queue until it has caught up; one
@@ -214,12 +242,15 @@ class Hub:
             more = False
             for cursor, subs in groups.items():
                 try:
-                    page = await self._store.events_after(cursor, self._page)
+                    page = await self._store.events_after(cursor, self._page_for(subs))
                 except SeqUnavailable as exc:
                     log.warning("subscriptions at seq %d cannot go on: %s", cursor, exc)
                     for sub in subs:
                         self._lag(sub)
                     continue
+                if page.events:  # a page of large events keeps the next reads small a while
+                    read = sum(len(event.payload) for _, event in page.events)
+                    self._event_bytes = max(1, read // len(page.events), self._event_bytes // 2)
                 for sub in subs:
                     if self._subs.get(sub.id) is sub and sub.cursor == cursor:
                         self._take(sub, page)
@@ -248,6 +279,7 @@ class Hub:
                 if line is not None:
                     sub.queue.append((seq, line))
                     sub.queued_bytes += len(line)
+                    self._queued += len(line)
         sub.cursor = page.upto
         sub.behind = page.more
         if not sub.queue:
@@ -257,7 +289,9 @@ class Hub:
         """End a subscription that fell too far behind, telling it how far it got."""
         if self._subs.pop(sub.id, None) is None:
             return  # unsubscribed meanwhile
+        self._queued -= sub.queued_bytes
         sub.queue.clear()
+        sub.queued_bytes = 0
         line = sub.lagged(sub.id, sub.sent) if sub.lagged is not None else None
         if line is not None:
             self._output.write_line(line)  # over the budget: one small line, once
@@ -269,6 +303,7 @@ class Hub:
             for sub in waiting:
                 seq, line = sub.queue.popleft()
                 sub.queued_bytes -= len(line)
+                self._queued -= len(line)
                 self._output.write_line(line)
                 sub.sent = seq if sub.queue else sub.cursor
             waiting = [sub for sub in waiting if sub.queue]

@@ -28,10 +28,11 @@ from wire import Wire, running
 
 from sidecar.config import Settings
 from sidecar.server import Server
-from sidecar.store.base import Event, EventRefused, Rejected, SessionQuery, Store, StoreFailure
+from sidecar.store.base import Event, EventRefused, Page, Rejected, SessionQuery, Store, StoreFailure
 from sidecar.store.memory import MemoryStore
 from sidecar.store.postgres import PostgresStore
 from sidecar.store.sqlite import SqliteStore
+from sidecar.subscriptions import QUEUE_BYTES, TOTAL_QUEUE_BYTES, Hub
 
 pytestmark = pytest.mark.reliability
 
@@ -481,3 +482,68 @@ async def test_a_session_id_longer_than_every_backend_can_index_is_invalid_param
     await any_wire.send(init("y" * 512, T.format(0)))
     await any_wire.result("storage.flush")
     assert len(await any_wire.store.read_session("y" * 512, SessionQuery())) == 1
+
+
+# --- 5. subscriptions: bounded all together, read by bytes ----------------------------------------
+
+
+class Unread:
+    """An output nobody reads: everything written stays pending."""
+
+    def __init__(self) -> None:
+        self.pending_bytes = 0
+
+    def write_line(self, line_: bytes) -> None:
+        self.pending_bytes += len(line_)
+
+
+class CountingReads(MemoryStore):
+    """A MemoryStore that keeps the bytes of every page the hub reads, and tells each pass
+    of the hub (one change_token each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pages: list[int] = []
+        self.passed = asyncio.Event()
+
+    async def change_token(self) -> object:
+        self.passed.set()
+        return await super().change_token()
+
+    async def events_after(self, after: int, limit: int) -> Page:
+        page = await super().events_after(after, limit)
+        self.pages.append(sum(len(event.payload) for _, event in page.events))
+        return page
+
+
+async def settled(store: CountingReads) -> None:
+    """Until the hub reads no more: three of its passes in a row read nothing."""
+    async with asyncio.timeout(WAIT_S):
+        quiet = 0
+        while quiet < 3:
+            before = len(store.pages)
+            store.passed.clear()
+            await store.passed.wait()
+            quiet = quiet + 1 if len(store.pages) == before else 0
+
+
+async def test_three_hundred_subscriptions_replaying_from_0_hold_one_bound_all_together() -> None:
+    store = CountingReads()
+    await store.write(events(*(prompt(f"s{n % 7}", T.format(1), text="x" * 1000) for n in range(3000))), [])
+    hub = Hub(store, Unread(), output_budget_bytes=0)
+    for _ in range(300):
+        await hub.subscribe(0, render=lambda sub, seq, event: event.payload)
+    await settled(store)
+    assert 0 < hub.queued_bytes <= TOTAL_QUEUE_BYTES + QUEUE_BYTES  # not 300 queues' worth
+    await hub.close()
+
+
+async def test_large_events_are_read_a_few_at_a_time_not_a_page_at_a_time() -> None:
+    store = CountingReads()
+    await store.write(events(*(prompt("big", T.format(1), text="y" * 1_000_000) for _ in range(100))), [])
+    hub = Hub(store, Unread(), output_budget_bytes=0)
+    await hub.subscribe(0, render=lambda sub, seq, event: event.payload)
+    await settled(store)
+    assert max(store.pages) <= QUEUE_BYTES + 1_000_100  # one queue and one event at most
+    assert hub.queued_bytes <= QUEUE_BYTES + 1_000_100
+    await hub.close()
