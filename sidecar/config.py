@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, kw_only=True):
     max_pending_bytes: int = 8 * 1024 * 1024
     max_output_bytes: int = 16 * 1024 * 1024
     shutdown_grace_s: float = 10.0
+    # At the end: how long stdout may take nothing at all before the answers left are given
+    # up (exit 1); a reader that keeps reading, however slowly, gets them all.
+    output_stall_s: float = 10.0
 
 
 def missing_store(settings: Settings) -> Path | None:

@@ -26,7 +26,6 @@ log = logging.getLogger("sidecar")
 EXIT_OK = 0
 EXIT_UNSTORED = 1
 EXIT_STORE_FAILED = 3
-OUTPUT_DRAIN_TIMEOUT_S = 5.0
 
 
 class _Bounded(Protocol):
@@ -151,8 +150,17 @@ class Server:
             await self.hub.close()  # subscriptions end with the input; the store closes after
             if self._replies:  # answers to acknowledged events, settled by the last commit
                 await asyncio.wait(self._replies, timeout=1.0)
-            if not await self.writer.drain(OUTPUT_DRAIN_TIMEOUT_S):
-                log.warning("stdout is not being read; unsent responses were dropped")
+            # Answers go out for as long as the reader takes them, however slowly; only a
+            # reader that took nothing for the stall time is given up on.
+            delivered = await self.writer.drain(self.settings.output_stall_s)
+            if not delivered:
+                lines, size = self.writer.undelivered
+                log.error(
+                    "stdout took nothing for %g s: %d answers and notifications (%d bytes) not delivered",
+                    self.settings.output_stall_s,
+                    lines,
+                    size,
+                )
             self.writer.close()
         finally:  # the store's thread is not a daemon thread: left open, the process hangs
             await self.store.close()
@@ -166,7 +174,7 @@ class Server:
                 ", ".join(sessions[:20]) + (" ..." if len(sessions) > 20 else ""),
             )
             return EXIT_UNSTORED
-        return EXIT_OK
+        return EXIT_OK if delivered else EXIT_UNSTORED
 
 
 # The store's thread releases the GIL inside SQLite and must take it back after each

@@ -23,6 +23,7 @@ log = logging.getLogger("sidecar")
 READ_CHUNK = 64 * 1024  # small enough that the loop turns often while parsing
 INTERRUPT_POLL_S = 0.1  # how long a reader waiting for input may take to see a signal
 _MAX_BUFFERS = 512  # per writev, under IOV_MAX
+WRITE_SLICE = 256 * 1024  # bytes per writev, about
 PIPE_BYTES = 1024 * 1024  # stdout pipe asked for: the default /proc/sys/fs/pipe-max-size
 
 
@@ -117,6 +118,8 @@ class StdoutWriter:
         self._loop = loop
         self._max_pending = max_pending_bytes
         self._pending = 0  # bytes queued and not yet written; touched on the loop only
+        self._pending_lines = 0
+        self._bytes_out = 0  # written so far, counted by the writing thread as it goes
         self._room = asyncio.Event()
         self._room.set()
         self._idle = asyncio.Event()
@@ -135,6 +138,7 @@ class StdoutWriter:
         """Queue a line (its pieces are written in order, never joined)."""
         pieces = [line] if isinstance(line, bytes) else line
         self._pending += sum(map(len, pieces)) + len(self._end)
+        self._pending_lines += 1
         self._idle.clear()
         if self._pending > self._max_pending:
             self._room.clear()
@@ -152,19 +156,29 @@ class StdoutWriter:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until everything queued is written; False if stdout did not drain in time."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
+    @property
+    def undelivered(self) -> tuple[int, int]:
+        """(lines, bytes) queued and not yet written whole."""
+        return self._pending_lines, self._pending
+
+    async def drain(self, stall_s: float) -> bool:
+        """Wait until everything queued is written, for as long as the reader keeps taking
+        it: False once stdout took nothing at all for `stall_s`."""
+        while not self._idle.is_set():
+            before = self._bytes_out
+            try:
+                await asyncio.wait_for(self._idle.wait(), stall_s)
+            except TimeoutError:
+                if self._bytes_out == before:
+                    return False
         return True
 
     def close(self) -> None:
         self._lines.put(None)
 
-    def _written(self, size: int) -> None:
+    def _written(self, size: int, lines: int) -> None:
         self._pending -= size
+        self._pending_lines -= lines
         if self._pending <= self._max_pending:
             self._room.set()
         if self._pending == 0:
@@ -179,6 +193,7 @@ class StdoutWriter:
                 return
             buffers = [*first, self._end]
             size = sum(map(len, first)) + len(self._end)
+            lines = 1
             while size < READ_CHUNK and len(buffers) < _MAX_BUFFERS:  # coalesce queued lines
                 try:
                     more = self._lines.get_nowait()
@@ -189,22 +204,25 @@ class StdoutWriter:
                     break
                 buffers += (*more, self._end)
                 size += sum(map(len, more)) + len(self._end)
+                lines += 1
             self._write_all(buffers)
             try:
-                self._loop.call_soon_threadsafe(self._written, size)
+                self._loop.call_soon_threadsafe(self._written, size, lines)
             except RuntimeError:
                 return
 
     def _write_all(self, buffers: list[bytes]) -> None:
-        """writev at most _MAX_BUFFERS at a time, without copying lines together; partial
-        writes resume."""
+        """writev at most _MAX_BUFFERS and about WRITE_SLICE bytes at a time (so progress
+        shows while a reader takes a long line slowly), without copying lines together;
+        partial writes resume."""
         if self._broken:
             return
         views = [memoryview(buffer) for buffer in buffers]
         first = 0  # views before it are written
         try:
             while first < len(views):
-                written = os.writev(self._fd, views[first : first + _MAX_BUFFERS])
+                written = os.writev(self._fd, _slice(views, first))
+                self._bytes_out += written
                 while first < len(views) and written >= len(views[first]):
                     written -= len(views[first])
                     first += 1
@@ -217,3 +235,16 @@ class StdoutWriter:
             else:
                 with contextlib.suppress(RuntimeError):  # the loop is closed: exiting anyway
                     self._loop.call_soon_threadsafe(self._on_broken)
+
+
+def _slice(views: list[memoryview], first: int) -> list[memoryview]:
+    """The views from `first` that one writev takes: at most _MAX_BUFFERS of them and
+    about WRITE_SLICE bytes (a longer first view is cut; the partial write resumes)."""
+    chosen: list[memoryview] = []
+    size = 0
+    for view in views[first : first + _MAX_BUFFERS]:
+        if chosen and size + len(view) > WRITE_SLICE:
+            break
+        chosen.append(view[: WRITE_SLICE - size] if size + len(view) > WRITE_SLICE else view)
+        size += len(chosen[-1])
+    return chosen

@@ -37,5 +37,8 @@ def create_private_file(path: Path) -> None:
     refuse_dangling_link(path)
     create_private_dirs(path.parent)
     if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | NO_FOLLOW, 0o600))
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | NO_FOLLOW, 0o600))
+        except FileExistsError:  # another process created it meanwhile: theirs is the file
+            return
         os.chmod(path, 0o600)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -28,6 +30,7 @@ from wire import Wire, running
 
 from sidecar.config import Settings
 from sidecar.server import Server
+from sidecar.stdio import StdoutWriter
 from sidecar.store.base import Event, EventRefused, Page, Rejected, SessionQuery, Store, StoreFailure
 from sidecar.store.memory import MemoryStore
 from sidecar.store.postgres import PostgresStore
@@ -547,3 +550,59 @@ async def test_large_events_are_read_a_few_at_a_time_not_a_page_at_a_time() -> N
     assert max(store.pages) <= QUEUE_BYTES + 1_000_100  # one queue and one event at most
     assert hub.queued_bytes <= QUEUE_BYTES + 1_000_100
     await hub.close()
+
+
+# --- 6. answers keep going to a reader that keeps reading; a reader gone is said ---------------
+
+
+async def test_a_slow_reader_gets_every_answer_however_long_it_takes(tmp_path: Path) -> None:
+    """The writer waits as long as the reader makes progress: 8 MB taken 64 KB at a time
+    over far longer than the stall time still all arrive."""
+    read_end, write_end = os.pipe()
+    writer = StdoutWriter(write_end, asyncio.get_running_loop(), max_pending_bytes=1 << 30)
+    writer.start()
+    lines = [b"%06d" % n + b"x" * 8000 for n in range(1000)]
+    for line_ in lines:
+        writer.write_line(line_)
+    received = bytearray()
+
+    def slow_reader() -> None:  # a consumer slower than the stall time allows for the whole
+        while chunk := os.read(read_end, 64 * 1024):
+            received.extend(chunk)
+            time.sleep(0.01)
+
+    reader_thread = threading.Thread(target=slow_reader, daemon=True)
+    reader_thread.start()
+    try:
+        assert await writer.drain(0.3)  # the whole takes over a second: progress is what counts
+    finally:
+        writer.close()
+        await asyncio.to_thread(writer._thread.join, WAIT_S)
+        os.close(write_end)
+        await asyncio.to_thread(reader_thread.join, WAIT_S)
+        os.close(read_end)
+    assert bytes(received).split(b"\n")[:-1] == lines
+
+
+async def test_a_reader_that_takes_nothing_is_given_up_with_exit_1_naming_what_was_not_delivered(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pipes = Pipes()  # its reader never starts reading while the daemon runs
+    messages = [init("s", T.format(0)), *(prompt("s", T.format(1), text="z" * 4000) for _ in range(400))]
+    messages += [rpc("storage.get_session", {"session_id": "s"}, request_id=n) for n in range(3)]
+
+    def feed() -> None:  # more than a pipe holds: written while the daemon reads
+        pipes.send(*messages)
+        pipes.end_input()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    settings = Settings(backend="sqlite", output_stall_s=0.5)
+    assert await pipes.serve(settings, SqliteStore(db)) == 1
+    await asyncio.to_thread(feeder.join, WAIT_S)
+    assert re.search(
+        r"stdout took nothing for 0.5 s: \d+ answers and notifications \(\d+ bytes\) not delivered",
+        caplog.text,
+    )
+    async with running(SqliteStore(db)) as wire:  # the events were stored all the same
+        assert len(await wire.store.read_session("s", SessionQuery())) == 401

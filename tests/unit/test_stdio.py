@@ -45,7 +45,7 @@ async def test_a_line_of_more_pieces_than_one_writev_takes_is_written_whole_in_o
     pieces = [b"%d," % n for n in range(5000)]  # many times IOV_MAX
     writer.write_line(pieces)
     writer.write_line(b"next")
-    assert await writer.drain(timeout=10)
+    assert await writer.drain(10)
     writer.close()
     expected = b"".join(pieces) + b"\nnext\n"
     received = b""
