@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from sidecar import __version__
 from sidecar.config import (
@@ -22,6 +20,7 @@ from sidecar.config import (
     default_dsn,
     default_jsonl_dir,
 )
+from sidecar.loop import run
 
 EXIT_USAGE = 2
 EXAMPLES = "2h, 7d, 2026-06-07, 2026-06-07 16:03:21 +02:00"
@@ -414,19 +413,6 @@ def configure_logging(level: str) -> None:
         format="microagents-sidecar: %(levelname)s: %(message)s",
     )
     logging.getLogger("sidecar").setLevel(level.upper())
-
-
-def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run on uvloop where it is installed, else on the standard loop."""
-    factory: Callable[[], asyncio.AbstractEventLoop] | None
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main())
 
 
 # glibc gives each thread that allocates an arena of its own, and what is freed in one

@@ -81,7 +81,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if missing is not None:
         sys.stderr.write(f"microagents-sidecar: no store at {missing}\n")
         return EXIT_NOT_FOUND
-    from sidecar.cli import run
+    from sidecar.loop import run
 
     return run(lambda: serve(settings))
 
