@@ -31,8 +31,9 @@ from sidecar.store.base import (
     StoreFailure,
 )
 from sidecar.store.search import query_terms
+from sidecar.store.summary import format_ns
 from sidecar.subscriptions import Hub
-from sidecar.timestamps import TimestampError, now_rfc3339, parse_instant, parse_ns
+from sidecar.timestamps import MAX_NS, MIN_NS, TimestampError, now_rfc3339, parse_instant, parse_ns
 
 log = logging.getLogger("sidecar")
 
@@ -181,7 +182,22 @@ class Handlers:
             text=params.query,
         )
         await self.ingest.drain()
-        return await self.store.list_sessions(query)
+        return [await self._own_instants(summary) for summary in await self.store.list_sessions(query)]
+
+    async def _own_instants(self, summary: SessionSummary) -> SessionSummary:
+        """A session whose first or last instant lies outside what the store's int64 keys
+        hold shows that event's own timestamp, not the bound it was clamped to (rare: the
+        session is read whole, in exact order, for it)."""
+        if summary.first_timestamp not in _CLAMPED and summary.last_timestamp not in _CLAMPED:
+            return summary
+        payloads = await self.store.read_session(summary.session_id, SessionQuery())
+        if not payloads:
+            return summary
+        if summary.first_timestamp in _CLAMPED:
+            summary.first_timestamp = _timestamp_of(payloads[0]) or summary.first_timestamp
+        if summary.last_timestamp in _CLAMPED:
+            summary.last_timestamp = _timestamp_of(payloads[-1]) or summary.last_timestamp
+        return summary
 
     async def delete_session(self, params: SessionParams) -> dict[str, int]:
         await self.ingest.drain()  # what is queued for it goes too
@@ -281,6 +297,18 @@ class Handlers:
             await self.ingest.drain()
         self.shutting_down = True
         self._request_shutdown()
+
+
+# How the stores' clamped keys read back (1677 and 2262): never an event's own instant.
+_CLAMPED = frozenset({format_ns(MIN_NS), format_ns(MAX_NS)})
+
+
+def _timestamp_of(payload: bytes) -> str | None:
+    try:
+        timestamp = msgspec.json.decode(payload).get("params", {}).get("timestamp")
+    except (msgspec.DecodeError, AttributeError):
+        return None
+    return timestamp if isinstance(timestamp, str) else None
 
 
 def _with_session_id(payload: bytes, session_id: str) -> Event | None:

@@ -606,3 +606,13 @@ async def test_a_reader_that_takes_nothing_is_given_up_with_exit_1_naming_what_w
     )
     async with running(SqliteStore(db)) as wire:  # the events were stored all the same
         assert len(await wire.store.read_session("s", SessionQuery())) == 401
+
+
+# --- 10. instants outside int64 nanoseconds are listed as they were written -------------------------
+
+
+async def test_a_session_listed_shows_its_events_own_instants_beyond_the_stores_keys(any_wire: Wire) -> None:
+    early, late = "1600-01-01T00:00:00Z", "2300-06-07T14:03:21.5Z"
+    await any_wire.send(init("far", early), prompt("far", "2026-06-07T14:03:21Z"), prompt("far", late))
+    [listed] = await any_wire.result("storage.list_sessions")
+    assert (listed["first_timestamp"], listed["last_timestamp"]) == (early, late)
