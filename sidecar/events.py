@@ -227,13 +227,23 @@ def decode_event(method: str, params: bytes | msgspec.Raw) -> tuple[Base, int]:
     """
     try:
         event = _decoders[method].decode(params)
-        return event, parse_ns(event.timestamp)
+        instant = parse_ns(event.timestamp)
     except msgspec.ValidationError as exc:
         raise describe(exc) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise InvalidEvent("params", str(exc)) from None
     except TimestampError as exc:
         raise InvalidEvent("timestamp", str(exc)) from None
+    # The typed decode skips unknown keys unread: decoded whole once more, so nothing is
+    # stored that no reader could decode (a number beyond a float64, nesting too deep).
+    try:
+        _whole.decode(params)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise InvalidEvent("params", f"no reader could decode it: {exc}") from None
+    return event, instant
+
+
+_whole = msgspec.json.Decoder()
 
 
 class _StoredParams(Struct):

@@ -393,18 +393,38 @@ async def test_a_database_replaced_under_the_daemon_is_used_as_it_is_not_corrupt
     assert "was replaced while open" in caplog.text
 
 
-# --- 9. a stored number nobody can read back: readers skip the event, never fail ------------------
+# --- 9. a number nobody can read back: refused; one stored before, skipped by every reader --------
+
+
+UNREADABLE = line(prompt("n", T.format(1), text="lost")).replace(b'"prompt":', b'"huge":1e999999,"prompt":')
+
+
+async def test_an_event_holding_a_number_no_reader_can_hold_is_invalid_params_and_quarantined(
+    any_wire: Wire,
+) -> None:
+    request = UNREADABLE.replace(b'{"jsonrpc":"2.0",', b'{"jsonrpc":"2.0","id":"n",')
+    [answer] = await any_wire.feed(request)  # a request is answered
+    assert error_of(answer, -32602, "n")["data"]["field"] == "params"
+    assert await any_wire.feed(UNREADABLE) == []  # a notification is quarantined
+    [(kept, reason)] = await any_wire.quarantine()
+    assert kept == UNREADABLE and "no reader could decode it" in reason
+    assert await any_wire.feed(UNREADABLE.replace(b"1e999999", b"1e308")) == []  # a float64 holds it
+    await any_wire.result("storage.flush")
+    assert len(await any_wire.store.read_session("n", SessionQuery())) == 1
 
 
 def test_a_stored_event_with_a_number_no_reader_holds_is_skipped_by_every_reader(
     db: Path, tmp_path: Path
 ) -> None:
-    unreadable = line(prompt("n", T.format(1), text="lost")).replace(
-        b'"prompt":', b'"huge":1e999999,"prompt":'
-    )
     with Daemon(db) as daemon:
         daemon.send(init("n", T.format(0)))
-        daemon.send_raw(unreadable + b"\n")
+        assert daemon.close() == 0
+    with closing(sqlite3.connect(db)) as written_before:  # as an older sidecar stored it
+        written_before.execute(
+            "INSERT INTO events (session_id, payload, created_at) VALUES ('n', ?, 0)", (UNREADABLE.decode(),)
+        )
+        written_before.commit()
+    with Daemon(db) as daemon:
         daemon.send(prompt("n", T.format(2), text="still readable"))
         assert daemon.close() == 0
     shown = cli("--db", str(db), "show", "n")
