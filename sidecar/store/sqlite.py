@@ -189,6 +189,8 @@ class SqliteStore(Store):
         self._checkpointer = Checkpointer(path)
         self._found_schema = (0, False)  # (version, now current), by the connection's factory
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._wal = Path(f"{path}-wal")
+        self._wal_identity: tuple[int, int] | None = None  # of the WAL our commits went to
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -333,22 +335,36 @@ class SqliteStore(Store):
                     # connection is the only way to see it writable again.
                     await self._drop_connection()
                 raise StoreFailure(str(exc)) from exc
-        if not self._still_at_path() and not _retried:  # committed into a file no longer there
+        if _identity(self.path) != self._identity and not _retried:  # committed into a file no longer there
             await self._reopen()
             return await self.write(events, rejected, _retried=True)
+        if not self._still_at_path():  # only the WAL went: reopening copies its commits over
+            await self._reopen()
+        self._wal_identity = _identity(self._wal)
         # One writer holds the lock for the whole transaction, so the ids are contiguous.
         return range(last - len(events) + 1, last + 1)
 
     def _still_at_path(self) -> bool:
-        """Whether the file at the path is still the one open (not removed or replaced)."""
-        return _identity(self.path) == self._identity
+        """Whether the files at the path are still the ones open: the database (not
+        removed or replaced) and its WAL (commits in a removed WAL reach no one else, and
+        die with the process)."""
+        if _identity(self.path) != self._identity:
+            return False
+        return self._wal_identity is None or _identity(self._wal) == self._wal_identity
 
     async def _reopen(self) -> None:
         """The file was removed or replaced under us: what is committed from now on must
         reach the file at the path, so every connection is dropped and the path opened
         again (a new file gets the schema; a replacement is used as it is)."""
-        found = "removed" if _identity(self.path) is None else "replaced"
-        log.warning("%s was %s while open; opening it again: what follows is stored there", self.path, found)
+        if _identity(self.path) == self._identity:
+            log.warning(
+                "the WAL of %s was removed while open; its commits are copied into the database", self.path
+            )
+        else:
+            found = "removed" if _identity(self.path) is None else "replaced"
+            log.warning(
+                "%s was %s while open; opening it again: what follows is stored there", self.path, found
+            )
         async with self._write_lock:  # no indexer step or write on the old connection meanwhile
             await self._checkpointer.close()  # starts again, on the new file, when next asked
             # The WAL at the path is still the old file's: emptied, so that opening the file
@@ -366,6 +382,7 @@ class SqliteStore(Store):
             self._versions = None
         self._title_ns.clear()
         self._data_version = -1
+        self._wal_identity = None
         await self._connect()
 
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:

@@ -636,3 +636,18 @@ async def test_a_session_listed_shows_its_events_own_instants_beyond_the_stores_
     await any_wire.send(init("far", early), prompt("far", "2026-06-07T14:03:21Z"), prompt("far", late))
     [listed] = await any_wire.result("storage.list_sessions")
     assert (listed["first_timestamp"], listed["last_timestamp"]) == (early, late)
+
+
+async def test_a_wal_removed_under_the_daemon_has_its_commits_copied_into_the_database(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Commits into a removed WAL reach no other reader and die with the process; they are
+    copied into the database, and what follows goes to a WAL at the path."""
+    async with running(SqliteStore(db)) as wire:
+        await wire.send(init("w", T.format(0)), prompt("w", T.format(1)))
+        await wire.result("storage.flush")
+        Path(f"{db}-wal").unlink()
+        await wire.send(prompt("w", T.format(2), text="after the WAL went"))
+        await wire.result("storage.flush")
+        assert rows_at(db) == ["w", "w", "w"]  # what another program sees, before any close
+    assert "the WAL of" in caplog.text and "was removed while open" in caplog.text
