@@ -7,6 +7,7 @@ sees every message received before it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -215,7 +216,9 @@ class Handlers:
         new_id = params.new_session_id or str(uuid.uuid4())
         if await self.store.read_session(new_id, SessionQuery(last=1)):
             raise InvalidParams(f"session {new_id!r} already has events", field="new_session_id")
-        copied = [copy for copy in (_with_session_id(payload, new_id) for payload in parent) if copy]
+        # Rewritten in a thread: a session of 100,000 events takes about a second, which the
+        # event loop (reading stdin, answering) must not wait for.
+        copied = await asyncio.to_thread(_copies, parent, new_id)
         for event in copied:
             self.ingest.add(event)
         stamp = now_rfc3339()
@@ -309,6 +312,10 @@ def _timestamp_of(payload: bytes) -> str | None:
     except (msgspec.DecodeError, AttributeError):
         return None
     return timestamp if isinstance(timestamp, str) else None
+
+
+def _copies(payloads: list[bytes], session_id: str) -> list[Event]:
+    return [copy for copy in (_with_session_id(payload, session_id) for payload in payloads) if copy]
 
 
 def _with_session_id(payload: bytes, session_id: str) -> Event | None:
