@@ -149,8 +149,8 @@ class Ingest:
                     seqs = await self.store.write(events, rejected)
                 except EventRefused as exc:
                     self._in_flight, self._writing = 0, False
-                    size -= await self._store_rejected_alone(rejected)
-                    self._isolate(events, acks, size, exc)
+                    self._isolate(events, acks, size - sum(len(r.line) for r in rejected), exc)
+                    await self._store_rejected_alone(rejected)
                     continue
                 except StoreFailure as exc:
                     failure = exc
@@ -230,18 +230,25 @@ class Ingest:
             self.on_commit()
         self._notify_settled()
 
-    async def _store_rejected_alone(self, rejected: list[Rejected]) -> int:
+    async def _store_rejected_alone(self, rejected: list[Rejected]) -> None:
         """A refused batch's quarantined lines, in a write of their own (they may be what
-        was refused); their bytes, which leave the queue either way."""
+        was refused: then nothing can hold them, and they are dropped, said on stderr)."""
         if not rejected:
-            return 0
+            return
+        size = sum(len(line.line) for line in rejected)
         try:
             await self.store.write([], rejected)
-        except StoreFailure as exc:  # nothing else can hold them: say so, and go on
+        except EventRefused as exc:
             log.error("%d rejected lines could not be quarantined (%s); dropped", len(rejected), exc)
-        size = sum(len(line.line) for line in rejected)
+        except (StoreFailure, asyncio.CancelledError) as exc:  # down meanwhile: they wait, as ever
+            self._rejected = rejected + self._rejected
+            self._queued_bytes += size
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
         self._bytes -= size
-        return size
+        if self.queue_depth < self._max_events and self._bytes < self._max_bytes:
+            self._room.set()
 
     def _isolate(
         self,
