@@ -18,6 +18,12 @@ _DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)", re.ASCII)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _SPACED_OFFSET = re.compile(r"\s+([+-]\d{2}:?\d{2}|Z|UTC)$")
+_EARLIEST_NS = int((datetime(1, 1, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 10**9
+_LATEST_NS = (
+    int((datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
+    * 10**9
+)
+_DAY_NS = 86_400 * 10**9
 EXAMPLES = "e.g. 2h, 7d, 2026-06-07, or 2026-06-07 16:03:21 +02:00"
 
 
@@ -37,6 +43,7 @@ class Clock:
         return self.show_ns(ns)
 
     def show_ns(self, ns: int) -> str:
+        ns = min(max(ns, _EARLIEST_NS + _DAY_NS), _LATEST_NS - _DAY_NS)  # a day in: any offset fits
         try:
             moment = datetime.fromtimestamp(ns // 10**9, UTC)
         except (OverflowError, ValueError, OSError):
@@ -44,7 +51,7 @@ class Clock:
         if not self.utc:
             moment = moment.astimezone()
         offset = moment.strftime("%z")
-        return f"{moment:%Y-%m-%d %H:%M:%S} {offset[:3]}:{offset[3:]}"
+        return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S} {offset[:3]}:{offset[3:]}"
 
     def parse(self, text: str, now_ns: int | None = None) -> int:
         """An option's time as ns since the epoch; ValueError naming the accepted forms."""
@@ -73,7 +80,9 @@ def duration_s(text: str) -> int:
 
 
 def rfc3339(ns: int) -> str:
-    """ns since the epoch as the RFC 3339 UTC text the storage requests take."""
+    """ns since the epoch as the RFC 3339 UTC text the storage requests take (years 1
+    to 9999: a duration reaching further back is the earliest instant)."""
+    ns = min(max(ns, _EARLIEST_NS), _LATEST_NS)
     seconds, fraction = divmod(ns, 10**9)
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S}.{fraction:09d}Z"

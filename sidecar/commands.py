@@ -68,8 +68,9 @@ class Failed(Exception):
         self.code = code
 
 
-# Commands that only read: they never create a store (a mistyped --db is an error).
-READ_ONLY = frozenset({"list", "show", "export", "search", "stats", "tail"})
+# Commands that act on what a store holds: they never create one (a mistyped --db is an
+# error); only the daemon and import create.
+READ_ONLY = frozenset({"list", "show", "export", "search", "stats", "tail", "delete", "fork", "prune"})
 
 
 async def run_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -540,44 +541,59 @@ def _transcript_event(
     style: render.Style, clock: Clock, *, every_session: bool, deltas: bool
 ) -> Callable[[int, int, Event], bytes | None]:
     """Each event as transcript lines; following every session, a line naming the session
-    whenever it changes. With `deltas`, stream.delta text is printed as it streams, and
-    the response that completes it then shows only what it adds (tool calls)."""
+    whenever it changes. With `deltas`, stream.delta text is printed as it streams (the
+    line left open for the next delta), and the response that completes it then shows only
+    what it adds (tool calls); anything else first ends an open line."""
     shown: list[str] = []  # the session of the last event shown
-    streaming: set[str] = set()  # sessions whose deltas are being printed
+    streaming: list[str] = []  # the session whose deltas are being printed, line open
 
     def lines(_: int, __: int, event: Event) -> bytes | None:
         try:
             message = msgspec.json.decode(event.payload)
         except msgspec.DecodeError:
-            return style.dim(
-                f"(an event of {render.visible(event.session_id)} that cannot be read)\n"
-            ).encode()
+            message = None
         prefix = ""
-        if every_session and shown != [event.session_id]:
+        switched = every_session and shown != [event.session_id]
+        if streaming and (switched or event.method != "stream.delta" or not deltas):
+            prefix = "\n"  # end the streamed line first
+        continuing = streaming == [event.session_id] and not switched
+        if message is not None and event.method == "stream.delta" and deltas and continuing:
+            return _delta_text(message, style).encode()
+        if continuing or (streaming and switched):
+            streaming.clear()
+        if switched:
             if event.method != "session.init":  # which names its session itself
-                prefix = style.bold(f"── {render.visible(event.session_id)}") + "\n"
+                prefix += style.bold(f"── {render.visible(event.session_id)}") + "\n"
             shown[:] = [event.session_id]
+        if message is None:
+            return (
+                prefix + style.dim(f"(an event of {render.visible(event.session_id)} that cannot be read)\n")
+            ).encode()
         if event.method == "stream.delta" and deltas:
-            text = str((message.get("params") or {}).get("delta", ""))
-            if event.session_id not in streaming:
-                streaming.add(event.session_id)
-                heading = (
-                    style.bold(style.green("assistant")) + "  " + style.dim(clock.show(_timestamp(message)))
-                )
-                prefix += "\n" + heading + "\n"
-            text = render.visible(text)
-            return (prefix + (style.dim(text) if _is_thinking(message) else text)).encode()
-        if event.session_id in streaming:
-            streaming.discard(event.session_id)
-            prefix = "\n" + prefix
-            if event.method == "assistant.response":
-                message = _without_text(message)
+            streaming[:] = [event.session_id]
+            heading = style.bold(style.green("assistant")) + "  " + style.dim(clock.show(_timestamp(message)))
+            return (prefix + "\n" + heading + "\n" + _delta_text(message, style)).encode()
+        if prefix.startswith("\n") and event.method == "assistant.response" and continuing:
+            message = _without_text(message)
+            if not _has_parts(message):
+                return prefix.encode()  # its text was streamed, and it adds nothing else
         text = render.transcript([message], style, format_time=clock.show)
         if not text:
             return prefix.encode() or None  # a lone stream.delta: the response holds its text
         return (prefix + (text.lstrip("\n") if prefix else text) + "\n").encode()
 
     return lines
+
+
+def _delta_text(message: dict[str, Any], style: render.Style) -> str:
+    text = render.visible(str((message.get("params") or {}).get("delta", "")))
+    return style.dim(text) if _is_thinking(message) else text
+
+
+def _has_parts(message: dict[str, Any]) -> bool:
+    """Whether a response (its text taken out) still holds something: tool calls, usage."""
+    params = message.get("params") or {}
+    return bool(params.get("tool_calls") or params.get("content") or params.get("usage"))
 
 
 def _timestamp(message: dict[str, Any]) -> str:

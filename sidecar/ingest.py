@@ -236,6 +236,7 @@ class Ingest:
         if not rejected:
             return
         size = sum(len(line.line) for line in rejected)
+        self._writing = True  # a drain or the close waits for this write too
         try:
             await self.store.write([], rejected)
         except EventRefused as exc:
@@ -246,6 +247,8 @@ class Ingest:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        finally:
+            self._writing = False
         self._bytes -= size
         if self.queue_depth < self._max_events and self._bytes < self._max_bytes:
             self._room.set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -60,8 +61,9 @@ class Output:
         there are none, and ends with the `footer` line."""
         if self.format == "json":
             self.text(msgspec.json.encode(raw).decode())
-        elif self.format == "nl":
-            self.text("\n".join(msgspec.json.encode(record).decode() for record in raw))
+        elif self.format == "nl":  # no records: no line at all (an empty line is not NDJSON)
+            if raw:
+                self.text("\n".join(msgspec.json.encode(record).decode() for record in raw))
         elif self.format == "csv":
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
@@ -115,7 +117,7 @@ class Output:
 
     def text(self, text: str) -> None:
         """Print `text`; through the pager when on a terminal it is taller than the screen."""
-        if self.pager and text.count("\n") + 1 >= _terminal_rows():
+        if self.pager and _rows_of(text, _terminal_columns()) >= _terminal_rows():
             command = os.environ.get("MICROAGENTS_PAGER", os.environ.get("PAGER", DEFAULT_PAGER))
             if command.strip() not in ("", "cat"):
                 _page(command, text)
@@ -156,19 +158,31 @@ def _one_line(text: str) -> str:
 
 
 def _page(command: str, text: str) -> None:
+    """As git pages: through the shell, LESS=FRX unless set (colour shown, short output
+    not paged), and Ctrl-C left to the pager."""
     sys.stdout.flush()
+    environment = {**os.environ, "LESS": os.environ.get("LESS", "FRX")}
     try:
-        pager = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE)  # as git runs $PAGER
+        pager = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=environment)
     except OSError:
         sys.stdout.write(text + "\n")
         return
     assert pager.stdin is not None
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         pager.stdin.write((text + "\n").encode())
         pager.stdin.close()
     except BrokenPipeError:  # the reader quit the pager early
         pass
-    pager.wait()
+    finally:
+        pager.wait()
+        signal.signal(signal.SIGINT, interrupt)
+
+
+def _rows_of(text: str, columns: int) -> int:
+    """The terminal rows `text` takes, its long lines wrapped (escape codes counted: a
+    little more paging, never less)."""
+    return sum(max(1, -(-len(line) // max(1, columns))) for line in text.split("\n"))
 
 
 def _terminal_columns() -> int:

@@ -23,7 +23,7 @@ log = logging.getLogger("sidecar")
 READ_CHUNK = 64 * 1024  # small enough that the loop turns often while parsing
 INTERRUPT_POLL_S = 0.1  # how long a reader waiting for input may take to see a signal
 _MAX_BUFFERS = 512  # per writev, under IOV_MAX
-WRITE_SLICE = 256 * 1024  # bytes per writev, about
+WRITE_SLICE = 64 * 1024  # bytes per writev, about: a reader at 6.4 KB/s still shows progress within 10 s
 PIPE_BYTES = 1024 * 1024  # stdout pipe asked for: the default /proc/sys/fs/pipe-max-size
 
 

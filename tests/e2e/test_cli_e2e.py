@@ -21,7 +21,17 @@ from events import init, notification, prompt, stop
 from terminal import on_terminal
 
 T = "2026-06-07T14:03:2{}Z"
-READ_COMMANDS = [["list"], ["show", "x"], ["export"], ["search", "word"], ["stats"], ["tail"]]
+READ_COMMANDS = [
+    ["list"],
+    ["show", "x"],
+    ["export"],
+    ["search", "word"],
+    ["stats"],
+    ["tail"],
+    ["delete", "x", "--yes"],
+    ["fork", "x"],
+    ["prune", "--older-than", "1d"],
+]
 
 
 def cli(
@@ -327,3 +337,10 @@ def test_the_daemon_on_a_terminal_says_what_it_reads_then_serves(tmp_path: Path)
     code, shown = on_terminal("--db", str(tmp_path / "s.db"), answer=b"\x04")  # Ctrl-D
     assert code == 0
     assert "reading JSON-RPC 2.0 messages from stdin" in shown and "--help" in shown
+
+
+def test_durations_beyond_any_calendar_and_empty_lists_are_handled_plainly(store: Path) -> None:
+    huge = cli("--db", str(store), "prune", "--older-than", "99999999999d")
+    assert huge.returncode == 0 and "no session last active before" in huge.stdout, huge.stderr
+    listed = cli("--db", str(store), "list", "--before", "99999999999d", "--format", "nl")
+    assert listed.returncode == 0 and listed.stdout == "", listed.stderr  # no records: no line

@@ -380,6 +380,20 @@ def test_tail_deltas_prints_the_text_as_it_streams_and_the_response_does_not_rep
         assert writer.close() == 0
 
 
+def test_tail_deltas_ends_a_streamed_line_before_another_sessions_events(db: Path) -> None:
+    with Daemon(db) as writer:
+        writer.send(init("a", ts(0)), init("b", ts(1)))
+        writer.result("storage.flush")
+        tail = Tail("--db", str(db), "tail", "--deltas", "--from", "0")
+        tail.read_until("session b")
+        writer.send(delta("a", 2, "Hello wor"), prompt("b", ts(3), text="from b"))
+        seen = tail.read_until("from b")
+        assert "Hello wor" in seen and not any("wor──" in line_ or "wor─" in line_ for line_ in seen), seen
+        tail.process.send_signal(signal.SIGINT)
+        assert tail.wait() == 0
+        assert writer.close() == 0
+
+
 def test_tail_json_prints_one_sessions_events_and_exits_0_when_stdout_closes(db: Path) -> None:
     with Daemon(db) as writer:
         writer.send(init("j", ts(0)), init("other", ts(1)))
