@@ -199,6 +199,7 @@ class PostgresStore(Store):
         self._ingest = _Link(dsn, settings, command_timeout_s)
         self._requests = _Link(dsn, settings, command_timeout_s)
         self._unsure: list[_Batch] = []  # batches whose COMMIT went unanswered, in order
+        self._rest: _Batch | None = None  # of a landed unsure batch, what a retry of its start left
 
     async def open(self) -> None:
         try:
@@ -251,7 +252,9 @@ class PostgresStore(Store):
             # this batch first looks whether it landed, so it is never stored twice.
             self._unsure.append(_Batch(events, rejected, seqs))
             await transaction.commit()
-            self._unsure.clear()
+            # What is left of a landed batch whose start this write was: still to skip.
+            self._unsure = [self._rest] if self._rest is not None and self._rest.events else []
+            self._rest = None
         return landed + seqs
 
     async def _insert(
@@ -290,24 +293,44 @@ class PostgresStore(Store):
         self, conn: asyncpg.Connection, events: Sequence[Event], rejected: Sequence[Rejected]
     ) -> tuple[list[int], Sequence[Event], Sequence[Rejected]]:
         """Of the batches whose COMMIT went unanswered, those that landed and are being
-        retried (the ingest layer puts a failed batch back at the head of its queue):
+        retried (the ingest layer puts a failed batch back at the head of its queue, and
+        may retry only the start of it while it looks for an event the store refuses):
         their seqs, and what is left to store."""
         landed: list[int] = []
         kept: list[_Batch] = []
         for batch in self._unsure:
+            if not events:  # only quarantined lines: nothing of the unsure batches is retried
+                kept = list(self._unsure)
+                break
+            if len(events) < len(batch.events) and batch.seqs and _starts_with(batch.events, events):
+                # The start of a batch that landed or not, all or nothing, as the batch did.
+                if not await self._landed(conn, batch):
+                    break
+                count = len(events)
+                landed += batch.seqs[:count]
+                events = []
+                kept.append(batch)
+                self._rest = _Batch(batch.events[count:], batch.rejected, batch.seqs[count:])
+                break
             retried = _starts_with(events, batch.events) and _starts_with(rejected, batch.rejected)
             if not (retried and batch.seqs):
                 break
-            if not await conn.fetchval("SELECT EXISTS (SELECT FROM events WHERE seq = $1)", batch.seqs[0]):
+            if not await self._landed(conn, batch):
                 break  # all or nothing: it did not land, and it is being written again
-            log.warning(
-                "%d events committed as the connection was lost are not stored again", len(batch.seqs)
-            )
             landed += batch.seqs
             events, rejected = events[len(batch.events) :], rejected[len(batch.rejected) :]
             kept.append(batch)
         self._unsure = kept  # landed: skipped again if this write fails and is retried
         return landed, events, rejected
+
+    @staticmethod
+    async def _landed(conn: asyncpg.Connection, batch: _Batch) -> bool:
+        landed = bool(await conn.fetchval("SELECT EXISTS (SELECT FROM events WHERE seq = $1)", batch.seqs[0]))
+        if landed:
+            log.warning(
+                "%d events committed as the connection was lost are not stored again", len(batch.seqs)
+            )
+        return landed
 
     async def last_seq(self) -> int:
         async with self._requests.use() as conn:

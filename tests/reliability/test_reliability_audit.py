@@ -33,7 +33,7 @@ from sidecar.server import Server
 from sidecar.stdio import StdoutWriter
 from sidecar.store.base import Event, EventRefused, Page, Rejected, SessionQuery, Store, StoreFailure
 from sidecar.store.memory import MemoryStore
-from sidecar.store.postgres import PostgresStore
+from sidecar.store.postgres import PostgresStore, _Batch
 from sidecar.store.sqlite import SqliteStore
 from sidecar.subscriptions import QUEUE_BYTES, TOTAL_QUEUE_BYTES, Hub
 
@@ -656,3 +656,24 @@ async def test_a_wal_removed_under_the_daemon_has_its_commits_copied_into_the_da
         await wire.result("storage.flush")
         assert rows_at(db) == ["w", "w", "w"]  # what another program sees, before any close
     assert "the WAL of" in caplog.text and "was removed while open" in caplog.text
+
+
+async def test_postgres_never_stores_twice_the_start_of_a_batch_whose_commit_went_unanswered(
+    postgres_dsn: str,
+) -> None:
+    """A COMMIT lost, then the ingest retrying only the start of that batch (as it does
+    while it looks for a refused event): the landed events are skipped, start and rest."""
+    store = PostgresStore(postgres_dsn)
+    await store.open()
+    try:
+        batch = events(*(prompt("u", T.format(1), text=f"e{n}") for n in range(4)))
+        seqs = list(await store.write(batch, []))
+        store._unsure = [_Batch(batch, [], seqs)]  # as if the COMMIT's answer had been lost
+        assert list(await store.write(batch[:2], [])) == seqs[:2]
+        later = events(prompt("u", T.format(2), text="later"))
+        written = list(await store.write([*batch[2:], *later], []))
+        assert written[:2] == seqs[2:] and len(written) == 3
+        [(count,)] = await asyncio.to_thread(fetch, postgres_dsn, "SELECT count(*) FROM events")
+        assert count == 5  # each once
+    finally:
+        await store.close()
