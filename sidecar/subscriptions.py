@@ -248,9 +248,9 @@ class Hub:
                     for sub in subs:
                         self._lag(sub)
                     continue
-                if page.events:  # a page of large events keeps the next reads small a while
-                    read = sum(len(event.payload) for _, event in page.events)
-                    self._event_bytes = max(1, read // len(page.events), self._event_bytes // 2)
+                if page.events:  # a page's largest event keeps the next reads small a while
+                    largest = max(len(event.payload) for _, event in page.events)
+                    self._event_bytes = max(1, largest, self._event_bytes // 2)
                 for sub in subs:
                     if self._subs.get(sub.id) is sub and sub.cursor == cursor:
                         self._take(sub, page)
@@ -273,15 +273,22 @@ class Hub:
                 self._lag(sub)
 
     def _take(self, sub: Subscription, page: Page) -> None:
+        """Queue what the subscription wants of `page`, until its queue (or all queues
+        together) is full: the rest is read again once the output has taken some."""
+        upto, full = sub.cursor, False
         for seq, event in page.events:
+            if not self._has_room(sub):
+                full = True
+                break
             if sub.wants(event):
                 line = sub.render(sub.id, seq, event)
                 if line is not None:
                     sub.queue.append((seq, line))
                     sub.queued_bytes += len(line)
                     self._queued += len(line)
-        sub.cursor = page.upto
-        sub.behind = page.more
+            upto = seq
+        sub.cursor = upto if full else page.upto
+        sub.behind = full or page.more
         if not sub.queue:
             sub.sent = sub.cursor
 

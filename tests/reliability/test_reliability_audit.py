@@ -677,3 +677,15 @@ async def test_postgres_never_stores_twice_the_start_of_a_batch_whose_commit_wen
         assert count == 5  # each once
     finally:
         await store.close()
+
+
+async def test_large_events_after_many_small_ones_fill_a_queue_no_further_than_its_bound() -> None:
+    store = CountingReads()
+    small = [prompt("mix", T.format(1), text="s") for _ in range(2011)]
+    large = [prompt("mix", T.format(2), text="L" * 256_000) for _ in range(500)]
+    await store.write(events(*small, *large), [])
+    hub = Hub(store, Unread(), output_budget_bytes=0)
+    await hub.subscribe(0, render=lambda sub, seq, event: event.payload)
+    await settled(store)
+    assert hub.queued_bytes <= QUEUE_BYTES + 256_200  # a queue and one event, not 500 of them
+    await hub.close()
