@@ -221,13 +221,17 @@ class Hub:
     def _has_room(self, sub: Subscription) -> bool:
         return sub.has_room(self._queue_events, self._queue_bytes) and self._queued < self._total_queue_bytes
 
-    def _page_for(self, subs: list[Subscription]) -> int:
-        """How many events to read for `subs`: what the least roomy of them, and all queues
-        together, can still take, at the size events have had."""
+    def _room_for(self, subs: list[Subscription]) -> int:
+        """The bytes the least roomy of `subs`, and all queues together, can still take:
+        what a read for them may bring (the store stops there)."""
         room = min(
             self._queue_bytes - max(sub.queued_bytes for sub in subs), self._total_queue_bytes - self._queued
         )
-        return max(1, min(self._page, room // self._event_bytes))
+        return max(1, room)
+
+    def _page_for(self, subs: list[Subscription]) -> int:
+        """How many events to read for `subs`: their room at the size events have had."""
+        return max(1, min(self._page, self._room_for(subs) // self._event_bytes))
 
     async def _read(self) -> None:
         """Read for every subscription with room in its queue until it has caught up; one
@@ -242,7 +246,7 @@ class Hub:
             more = False
             for cursor, subs in groups.items():
                 try:
-                    page = await self._store.events_after(cursor, self._page_for(subs))
+                    page = await self._store.events_after(cursor, self._page_for(subs), self._room_for(subs))
                 except SeqUnavailable as exc:
                     log.warning("subscriptions at seq %d cannot go on: %s", cursor, exc)
                     for sub in subs:

@@ -220,8 +220,8 @@ class Store(ABC):
         """
         raise StoreFailure(UNSUPPORTED)
 
-    async def events_after(self, after: int, limit: int) -> Page:
+    async def events_after(self, after: int, limit: int, max_bytes: int | None = None) -> Page:
         """Up to `limit` committed events with seq > `after`, by any process, in seq
-        order, each seq once; SeqUnavailable if the store no longer knows what followed
-        `after`."""
+        order, each seq once, and with `max_bytes` no more once their payloads reach it
+        (at least one); SeqUnavailable if the store no longer knows what followed `after`."""
         raise StoreFailure(UNSUPPORTED)

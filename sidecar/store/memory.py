@@ -75,10 +75,17 @@ class MemoryStore(Store):
     async def change_token(self) -> object:
         return self._last_seq  # one process: its own commits wake followers directly
 
-    async def events_after(self, after: int, limit: int) -> Page:
-        chosen = self._by_seq[after : after + limit]
-        events = [(seq, event) for seq, event in enumerate(chosen, after + 1) if event is not None]
-        return Page(events, max(after, min(after + limit, self._last_seq)), after + limit < self._last_seq)
+    async def events_after(self, after: int, limit: int, max_bytes: int | None = None) -> Page:
+        events: list[tuple[int, Event]] = []
+        size, upto = 0, after
+        for seq, event in enumerate(self._by_seq[after : after + limit], after + 1):
+            upto = seq
+            if event is not None:
+                events.append((seq, event))
+                size += len(event.payload)
+                if max_bytes is not None and size >= max_bytes:
+                    break
+        return Page(events, upto, upto < self._last_seq)
 
     def _events(self, session_id: str | None) -> Iterator[tuple[Event, int]]:
         sessions = [self._sessions.get(session_id, [])] if session_id is not None else self._sessions.values()

@@ -151,6 +151,7 @@ LIST_PAGE = 500  # summaries read at a time while a text filter skips some
 MAX_WORD_BYTES = 2047
 MAX_WORDS_BYTES = 1_000_000
 CONNECT_TIMEOUT_S = 5.0
+FOLLOW_PREFETCH = 16  # rows a follower's cursor fetches at a time
 # Every statement, COPY included, on every connection: a server that goes quiet in the
 # middle of one (seen after `pg_ctl restart -m immediate` during a COPY) would otherwise be
 # waited for forever. Past it the connection is dropped and the batch retried, once, by
@@ -339,19 +340,29 @@ class PostgresStore(Store):
     async def change_token(self) -> object:
         return await self.last_seq()
 
-    async def events_after(self, after: int, limit: int) -> Page:
-        async with self._requests.use() as conn:
-            rows = await conn.fetch(
+    async def events_after(self, after: int, limit: int, max_bytes: int | None = None) -> Page:
+        """Through a cursor a few rows at a time, stopping once `max_bytes` is read."""
+        rows: list[asyncpg.Record] = []
+        size, stopped = 0, False
+        async with self._requests.use() as conn, conn.transaction(readonly=True):
+            cursor = conn.cursor(
                 "SELECT seq, session_id, payload, timestamp_ns, method FROM events "
                 "WHERE seq > $1 ORDER BY seq LIMIT $2",
                 after,
                 limit,
+                prefetch=FOLLOW_PREFETCH,
             )
+            async for row in cursor:
+                rows.append(row)
+                size += len(row[2])
+                if max_bytes is not None and size >= max_bytes:
+                    stopped = True
+                    break
         events = [
             (seq, Event(_session_id(key), payload.encode(), ns, method))
             for seq, key, payload, ns, method in rows
         ]
-        return Page(events, rows[-1][0] if rows else after, len(rows) == limit)
+        return Page(events, rows[-1][0] if rows else after, stopped or len(rows) == limit)
 
     async def read_session(self, session_id: str, query: SessionQuery) -> list[bytes]:
         exact = [p for p in query.methods if not p.endswith(".*")]

@@ -144,6 +144,7 @@ _LIST_SESSIONS = (
 )
 _LIST_AFTER = "WHERE (last_ns, session_id) < (?, ?)"  # after the cursor, in list order
 LIST_PAGE = 500  # summaries read at a time while a text filter skips some
+FOLLOW_STEP = 8  # rows stepped at a time while following: a budget passes by a few rows at most
 _EVENTS_AFTER = (
     "SELECT id, session_id, payload, timestamp_ns, method FROM events WHERE id > ? ORDER BY id LIMIT ?"
 )
@@ -555,11 +556,22 @@ class SqliteStore(Store):
         except sqlite3.Error:
             return object()
 
-    async def events_after(self, after: int, limit: int) -> Page:
+    async def events_after(self, after: int, limit: int, max_bytes: int | None = None) -> Page:
         """Ids are given in commit order (one writer at a time holds the write lock), so
         `id > after` is every later commit, once. Rows the Rust crate inserted have no keys
-        yet: they are read from the payload here, without writing."""
-        rows = await self._follow(_EVENTS_AFTER, (after, limit))
+        yet: they are read from the payload here, without writing. Rows are stepped a few
+        at a time on the followers' thread, stopping once `max_bytes` is read."""
+        try:
+            follower = await self._follower_connection()
+            # One trip to the followers' thread, through aiosqlite's queue (as _read_chunks).
+            found = await follower._execute(_rows_within, follower._conn, after, limit, max_bytes)  # type: ignore[no-untyped-call]
+            rows = cast("list[tuple[Any, ...]]", found)
+        except sqlite3.Error as exc:
+            raise StoreFailure(str(exc)) from exc
+        if max_bytes is not None and rows and sum(len(row[2]) for row in rows) >= max_bytes:
+            more = True  # stopped by the budget: there may be more
+        else:
+            more = len(rows) == limit
         events = []
         for row_id, session_id, payload, timestamp_ns, method in rows:
             if method is None:
@@ -570,7 +582,7 @@ class SqliteStore(Store):
             else:
                 method = method.decode()
             events.append((row_id, Event(session_id.decode(), payload, timestamp_ns, method)))
-        return Page(events, rows[-1][0] if rows else after, len(rows) == limit)
+        return Page(events, rows[-1][0] if rows else after, more)
 
     async def _follow(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         try:
@@ -727,6 +739,25 @@ class SqliteStore(Store):
                 await self._db.rollback()
             except sqlite3.Error as exc:
                 log.warning("rollback failed: %s", exc)
+
+
+def _rows_within(
+    conn: sqlite3.Connection, after: int, limit: int, max_bytes: int | None
+) -> list[tuple[Any, ...]]:
+    """On the followers' thread: rows after `after`, up to `limit`, stepping no further
+    once their payloads reach `max_bytes`."""
+    cursor = conn.execute(_EVENTS_AFTER, (after, limit))
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    try:
+        while batch := cursor.fetchmany(FOLLOW_STEP):
+            rows += batch
+            size += sum(len(row[2]) for row in batch)
+            if max_bytes is not None and size >= max_bytes:
+                break
+    finally:
+        cursor.close()
+    return rows
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -34,7 +34,7 @@ from sidecar.stdio import StdoutWriter
 from sidecar.store.base import Event, EventRefused, Page, Rejected, SessionQuery, Store, StoreFailure
 from sidecar.store.memory import MemoryStore
 from sidecar.store.postgres import PostgresStore, _Batch
-from sidecar.store.sqlite import SqliteStore
+from sidecar.store.sqlite import FOLLOW_STEP, SqliteStore
 from sidecar.subscriptions import QUEUE_BYTES, TOTAL_QUEUE_BYTES, Hub
 
 pytestmark = pytest.mark.reliability
@@ -538,8 +538,8 @@ class CountingReads(MemoryStore):
         self.passed.set()
         return await super().change_token()
 
-    async def events_after(self, after: int, limit: int) -> Page:
-        page = await super().events_after(after, limit)
+    async def events_after(self, after: int, limit: int, max_bytes: int | None = None) -> Page:
+        page = await super().events_after(after, limit, max_bytes)
         self.pages.append(sum(len(event.payload) for _, event in page.events))
         return page
 
@@ -688,4 +688,25 @@ async def test_large_events_after_many_small_ones_fill_a_queue_no_further_than_i
     await hub.subscribe(0, render=lambda sub, seq, event: event.payload)
     await settled(store)
     assert hub.queued_bytes <= QUEUE_BYTES + 256_200  # a queue and one event, not 500 of them
+    assert max(store.pages) <= QUEUE_BYTES + 256_200  # nor read at once: the store stops at the room
     await hub.close()
+
+
+async def reads_stop_at_their_byte_budget(store: Store) -> None:
+    await store.open()
+    try:
+        await store.write(events(*(prompt("b", T.format(1), text="z" * 100_000) for _ in range(50))), [])
+        page = await store.events_after(0, 500, max_bytes=1_000_000)
+        assert 10 <= len(page.events) <= 10 + FOLLOW_STEP and page.more  # ~1 MB, not 5 MB
+        rest = await store.events_after(page.upto, 500)
+        assert len(page.events) + len(rest.events) == 50  # nothing skipped
+    finally:
+        await store.close()
+
+
+async def test_a_sqlite_read_for_subscriptions_stops_at_its_byte_budget(db: Path) -> None:
+    await reads_stop_at_their_byte_budget(SqliteStore(db))
+
+
+async def test_a_postgres_read_for_subscriptions_stops_at_its_byte_budget(postgres_dsn: str) -> None:
+    await reads_stop_at_their_byte_budget(PostgresStore(postgres_dsn))

@@ -538,11 +538,11 @@ async def test_a_watch_the_hub_ended_is_renewed_and_told(core: Core, monkeypatch
     events_after = store.events_after
     failed = asyncio.Event()
 
-    async def once_unavailable(after: int, limit: int) -> Any:
+    async def once_unavailable(after: int, limit: int, max_bytes: int | None = None) -> Any:
         if not failed.is_set():
             failed.set()
             raise SeqUnavailable("pruned")
-        return await events_after(after, limit)
+        return await events_after(after, limit, max_bytes)
 
     await watcher.hold("s")
     monkeypatch.setattr(store, "events_after", once_unavailable)

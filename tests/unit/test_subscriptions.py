@@ -46,10 +46,10 @@ class Store(MemoryStore):
         self.looks += 1
         return await super().change_token()
 
-    async def events_after(self, after: int, limit: int) -> Page:
+    async def events_after(self, after: int, limit: int, max_bytes: int | None = None) -> Page:
         if after < self.forgotten_upto:
             raise SeqUnavailable(f"seqs up to {self.forgotten_upto} are gone")
-        return await super().events_after(after, limit)
+        return await super().events_after(after, limit, max_bytes)
 
 
 class Pipe:

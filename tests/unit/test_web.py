@@ -394,12 +394,12 @@ async def test_a_stream_the_hub_drops_takes_a_new_subscription_and_redraws(
     events_after = viewed.store.events_after
     failed = False
 
-    async def forgotten(after: int, limit: int) -> Page:
+    async def forgotten(after: int, limit: int, max_bytes: int | None = None) -> Page:
         nonlocal failed
         if not failed:
             failed = True
             raise SeqUnavailable("compacted")  # the hub drops the subscriptions at this cursor
-        return await events_after(after, limit)
+        return await events_after(after, limit, max_bytes)
 
     try:
         await stream.started()  # subscribed before the store forgets
