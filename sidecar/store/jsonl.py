@@ -170,17 +170,10 @@ class JsonlStore(Store):
         return stat.st_ino, stat.st_size
 
     async def events_after(self, after: int, limit: int, max_bytes: int | None = None) -> Page:
-        """The log is read by records, so `max_bytes` trims the page read (it bounds what
-        is kept, not what one read holds)."""
-        page = await self._in_thread("follow", self._log_reader.events_after, after, limit)
-        if max_bytes is None:
-            return page
-        size = 0
-        for index, (seq, event) in enumerate(page.events):
-            size += len(event.payload)
-            if size >= max_bytes and index + 1 < len(page.events):
-                return Page(page.events[: index + 1], seq, True)
-        return page
+        """The log is read by records, and its reader resumes only forward from where the
+        last read ended: `max_bytes` is not applied (a trimmed page would make the next read
+        scan the log from its start). The hub's queues still take only what fits."""
+        return await self._in_thread("follow", self._log_reader.events_after, after, limit)
 
     async def _in_thread(self, action: str, work: Callable[..., _T], *args: Any) -> _T:
         """File work off the event loop; OSError becomes StoreFailure."""
