@@ -83,19 +83,27 @@ def transcript_markdown(
 
 
 def _title(t: Transcript, format_time: TimeFormat) -> list[str]:
-    facts = []
-    if t.model or t.provider:
-        facts.append(f"- **Model:** {_code(t.model or '?')} · **Provider:** {_code(t.provider or '?')}")
-    if t.parent_session_id:
-        facts.append(f"- **Forked from:** {_code(t.parent_session_id)}")
-    if t.started:
-        facts.append(f"- **Started:** {_escape(format_time(t.started))}")
+    facts = _origin(t.model, t.provider, t.parent_session_id, t.started, format_time)
     if t.ended:
         facts.append(f"- **Ended:** {_escape(format_time(t.ended))}")
     elif t.last_activity:
         facts.append(f"- **Last activity:** {_escape(format_time(t.last_activity))} (not stopped)")
     title = f"# Session {_code(t.session_id)}" if t.session_id else "# Session"
     return [title, "\n".join(facts)] if facts else [title]
+
+
+def _origin(
+    model: str | None, provider: str | None, parent: str | None, started: str | None, format_time: TimeFormat
+) -> list[str]:
+    """The facts a title starts with: model and provider, the parent, the start."""
+    facts = []
+    if model or provider:
+        facts.append(f"- **Model:** {_code(model or '?')} · **Provider:** {_code(provider or '?')}")
+    if parent:
+        facts.append(f"- **Forked from:** {_code(parent)}")
+    if started:
+        facts.append(f"- **Started:** {_escape(format_time(started))}")
+    return facts
 
 
 def _page_title(t: Transcript, page: Page, format_time: TimeFormat) -> list[str]:
@@ -108,13 +116,7 @@ def _page_title(t: Transcript, page: Page, format_time: TimeFormat) -> list[str]
     if page.number is not None:
         where = f"page {page.number:,}: {where}"
     title = f"# Session {_code(t.session_id)} — {where}" if t.session_id else f"# Session — {where}"
-    facts = []
-    if page.model or page.provider:
-        facts.append(f"- **Model:** {_code(page.model or '?')} · **Provider:** {_code(page.provider or '?')}")
-    if page.parent_session_id:
-        facts.append(f"- **Forked from:** {_code(page.parent_session_id)}")
-    if page.started:
-        facts.append(f"- **Started:** {_escape(format_time(page.started))}")
+    facts = _origin(page.model, page.provider, page.parent_session_id, page.started, format_time)
     if page.stopped:
         outcome = {True: "succeeded", False: "failed", None: "outcome unknown"}[page.success]
         last = f"{_escape(format_time(page.last_activity))}, " if page.last_activity else ""

@@ -342,6 +342,13 @@ def live_url(page: str) -> str:
     return found[1]
 
 
+async def session_stream(viewed: Viewed, session_id: str) -> Stream:
+    """The live stream a session page opens, as its script would."""
+    async with viewed.signed_in() as client:
+        url = live_url((await client.get(f"/session?id={session_id}")).text)
+    return Stream(await viewed.viewer.session_live(request_for(url)))
+
+
 async def test_the_live_sessions_page_misses_no_session_written_while_it_loads(viewed: Viewed) -> None:
     await viewed.write(init("a", at(1)))
     async with viewed.signed_in() as client:
@@ -388,9 +395,7 @@ async def test_a_stream_the_hub_drops_takes_a_new_subscription_and_redraws(
     viewed: Viewed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await viewed.write(*turns("s", 1))
-    async with viewed.signed_in() as client:
-        url = live_url((await client.get("/session?id=s")).text)
-    stream = Stream(await viewed.viewer.session_live(request_for(url)))
+    stream = await session_stream(viewed, "s")
     events_after = viewed.store.events_after
     failed = False
 
@@ -415,9 +420,7 @@ async def test_a_redraw_the_store_fails_is_said_to_the_page_and_the_stream_goes_
     viewed: Viewed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await viewed.write(*turns("s", 1))
-    async with viewed.signed_in() as client:
-        url = live_url((await client.get("/session?id=s")).text)
-    stream = Stream(await viewed.viewer.session_live(request_for(url)))
+    stream = await session_stream(viewed, "s")
     read_session = viewed.store.read_session
     broken = True
 
