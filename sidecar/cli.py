@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sidecar import __version__
+from sidecar import __version__, terminal
 from sidecar.config import (
     BACKENDS,
     DEFAULT_MAX_LINE_BYTES,
@@ -90,19 +90,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
     ) -> None:
         if width is None:
-            width = _terminal_columns() - 2
+            width = terminal.columns() - 2
         super().__init__(prog, indent_increment, max_help_position, width)
-
-
-def _terminal_columns() -> int:
-    """As shutil.get_terminal_size: $COLUMNS, else the width of the terminal on stdout, else 80."""
-    columns = 0
-    with contextlib.suppress(KeyError, ValueError):
-        columns = int(os.environ["COLUMNS"])
-    if columns <= 0 and sys.__stdout__ is not None:
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-    return columns if columns > 0 else 80
 
 
 def build_parser(with_commands: bool = True) -> argparse.ArgumentParser:

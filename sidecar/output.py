@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from sidecar import terminal
 from sidecar.render import visible
 
 FORMATS = ("table", "json", "nl", "csv", "markdown")
@@ -89,7 +90,7 @@ class Output:
             max([len(column.header), *(len(row[i]) for row in cells)]) for i, column in enumerate(columns)
         ]
         if self.terminal:
-            widths = fitted(columns, widths, _terminal_columns() - GAP * (len(columns) - 1))
+            widths = fitted(columns, widths, terminal.columns() - GAP * (len(columns) - 1))
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
         for column, width in zip(columns, widths, strict=True):
             table.add_column(column.header, width=width, no_wrap=True, overflow="ellipsis")
@@ -101,7 +102,7 @@ class Output:
         """Rich output as text: the terminal's width there, unbounded elsewhere."""
         from rich.console import Console
 
-        width = _terminal_columns() if self.terminal else 1_000_000
+        width = terminal.columns() if self.terminal else 1_000_000
         buffer = io.StringIO()
         console = Console(
             file=buffer,
@@ -117,7 +118,7 @@ class Output:
 
     def text(self, text: str) -> None:
         """Print `text`; through the pager when on a terminal it is taller than the screen."""
-        if self.pager and _rows_of(text, _terminal_columns()) >= _terminal_rows():
+        if self.pager and _rows_of(text, terminal.columns()) >= terminal.rows():
             command = os.environ.get("MICROAGENTS_PAGER", os.environ.get("PAGER", DEFAULT_PAGER))
             if command.strip() not in ("", "cat"):
                 _page(command, text)
@@ -183,23 +184,3 @@ def _rows_of(text: str, columns: int) -> int:
     """The terminal rows `text` takes, its long lines wrapped (escape codes counted: a
     little more paging, never less)."""
     return sum(max(1, -(-len(line) // max(1, columns))) for line in text.split("\n"))
-
-
-def _terminal_columns() -> int:
-    return _terminal_size("COLUMNS", 0, 80)
-
-
-def _terminal_rows() -> int:
-    return _terminal_size("LINES", 1, 24)
-
-
-def _terminal_size(variable: str, index: int, fallback: int) -> int:
-    """As shutil.get_terminal_size: the variable, else the terminal on stdout."""
-    try:
-        return int(os.environ[variable])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(sys.stdout.fileno())[index]
-    except (OSError, ValueError):
-        return fallback
