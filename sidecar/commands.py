@@ -311,6 +311,9 @@ class _NewEvents:
     def add(self, event: Event, acknowledged: bool = False) -> None:
         self._held.append(event)  # nobody waits on an import's acknowledgements
 
+    def add_all(self, events: list[Event]) -> None:
+        self._held += events
+
     def reject(self, rejected: Rejected) -> None:
         self._ingest.reject(rejected)
 

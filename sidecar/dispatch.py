@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from itertools import islice
 from typing import Any, Protocol
 
 import msgspec
@@ -41,6 +42,7 @@ _PAYLOAD_HEAD = {m: _STORED_HEAD + m.encode() + b'","params":' for m in EVENT_ME
 # takes a shorter path: its params are validated where they are and the line itself is the
 # payload, byte for byte what the rebuild would give, with no envelope decode and no copy.
 _PARAMS_KEY = b'","params":{'  # no space before the brace: the rebuild would drop it
+_PARAMS_AT = len(_PARAMS_KEY) - 1  # where the params start, from where the key does
 _METHOD_NAMES = {m.encode(): m for m in EVENT_METHODS}
 
 # What a line gives back: nothing; a response line now; a Future of the line, for answers
@@ -52,11 +54,22 @@ _REJECT_LOG_EVERY_S = 10.0
 _REJECT_LOG_BURST = 10
 
 
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class Queue(Protocol):
     """Where accepted events and quarantined lines go: the ingest, or (the import command)
     a filter in front of it."""
 
     def add(self, event: Event, acknowledged: bool = False) -> asyncio.Future[int] | None: ...
+
+    def add_all(self, events: list[Event]) -> None:
+        """Queue events no one waits on (notifications), in order."""
 
     def reject(self, rejected: Rejected) -> None: ...
 
@@ -87,6 +100,20 @@ class Dispatcher:
         self._logged_in_window = 0
         self._suppressed = 0
 
+    def replies(self, lines: Sequence[bytes | Oversize]) -> Iterator[Reply]:
+        """Each line in order, the reply of each that has one. Runs of notifications in
+        their stored form (most lines) are queued together; a caller awaits a reply before
+        asking for the next, so a request sees every message before it."""
+        index = 0
+        while index < len(lines):
+            index += self.queue_notifications(lines, index)
+            if index == len(lines):
+                return
+            reply = self.handle_line(lines[index])
+            index += 1
+            if reply is not None:
+                yield reply
+
     def handle_line(self, line: bytes | Oversize) -> Reply:
         if not isinstance(line, bytes):
             self.stats.received += 1
@@ -97,14 +124,14 @@ class Dispatcher:
             line = line[:-1]
         if not line or line.isspace():
             return None
+        if self.queue_notifications([line]):
+            return None
         if not line.isascii():
             try:
                 line.decode()
             except UnicodeDecodeError as exc:
                 self.stats.received += 1
                 return self._unreadable(line, ParseError(f"not valid UTF-8: {exc.reason}"))
-        if line.startswith(_STORED_HEAD) and line.endswith(b"}}") and self._stored_form(line):
-            return None
         first = line[:1]
         if first in (b" ", b"\t", b"\r"):  # JSON's whitespace (a \n ended the line)
             first = line.lstrip(b" \t\r")[:1]
@@ -119,27 +146,40 @@ class Dispatcher:
             return self._unreadable(line, ParseError(str(exc)))
         return self._message(envelope, line)
 
-    def _stored_form(self, line: bytes) -> bool:
-        """Queue a notification that is already its own stored payload.
+    def queue_notifications(self, lines: Sequence[bytes | Oversize], start: int = 0) -> int:
+        """Queue the lines from `start` on that are notifications already in their stored
+        form, up to the first that is not; how many were queued (that line is for
+        `handle_line`, which answers or quarantines it as any other).
 
-        False, having done nothing, if the line is not exactly
-        `{"jsonrpc":"2.0","method":"<event method>","params":{...}}` or its params fail:
-        the general path then treats it, and answers or quarantines it as for any line.
+        The stored form is exactly `{"jsonrpc":"2.0","method":"<event method>","params":{...}}`,
+        as runtimes write their events: the params are validated where they are and the
+        line itself is the payload, with no envelope decode and no copy. A flood is such
+        lines one after another, so they are taken here as a run, in one call: the
+        per-line work is the validation alone.
         """
-        start = len(_STORED_HEAD)
-        end = line.find(_PARAMS_KEY, start)
-        method = _METHOD_NAMES.get(line[start:end]) if end > 0 else None
-        if method is None:
-            return False
-        # The rest is the params up to the closing brace: if they decode as one JSON object
-        # with nothing after it, the envelope decode would give exactly these bytes.
-        try:
-            event, instant = decode_event(method, line[end + len(_PARAMS_KEY) - 1 : -1])
-        except InvalidEvent:
-            return False
-        self.stats.received += 1
-        self.ingest.add(Event(event.session_id, line, instant, method))
-        return True
+        queued: list[Event] = []
+        append = queued.append
+        head, head_size, params_key = _STORED_HEAD, len(_STORED_HEAD), _PARAMS_KEY
+        for line in islice(lines, start, None):
+            if not (isinstance(line, bytes) and line.startswith(head) and line.endswith(b"}}")):
+                break
+            if not line.isascii() and not _is_utf8(line):
+                break
+            end = line.find(params_key, head_size)
+            method = _METHOD_NAMES.get(line[head_size:end]) if end > 0 else None
+            if method is None:
+                break
+            # The rest is the params up to the closing brace: if they decode as one JSON
+            # object with nothing after it, the envelope decode would give exactly these bytes.
+            try:
+                event, instant = decode_event(method, line[end + _PARAMS_AT : -1])
+            except InvalidEvent:
+                break
+            append(Event(event.session_id, line, instant, method))
+        if queued:
+            self.stats.received += len(queued)
+            self.ingest.add_all(queued)
+        return len(queued)
 
     async def _batch(self, line: bytes) -> bytes | None:
         try:

@@ -16,12 +16,14 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from itertools import accumulate
+from operator import attrgetter
 
 from sidecar.store.base import Event, EventRefused, Rejected, Store, StoreFailure
 
 log = logging.getLogger("sidecar")
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+_payload = attrgetter("payload")
 
 
 class Ingest:
@@ -73,14 +75,21 @@ class Ingest:
             ack = asyncio.get_running_loop().create_future()
             self._acks.append((len(self._events), ack))
         self._events.append(event)
-        size = len(event.payload)
+        self._queued(len(event.payload))
+        return ack
+
+    def add_all(self, events: list[Event]) -> None:
+        """Queue events no one waits on (notifications), in order: a run read together."""
+        self._events += events
+        self._queued(sum(map(len, map(_payload, events))))
+
+    def _queued(self, size: int) -> None:
         self._bytes += size
         self._queued_bytes += size
         if self.queue_depth >= self._max_events or self._bytes >= self._max_bytes:  # in flight too
             self._room.clear()
         if not self._writing:
             self._wakeup.set()
-        return ack
 
     def reject(self, rejected: Rejected) -> None:
         self._rejected.append(rejected)

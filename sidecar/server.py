@@ -89,12 +89,10 @@ class Server:
         while True:
             chunk = await self.reader.read()
             lines = splitter.feed(chunk) if chunk else splitter.finish()
-            for line in lines:
-                reply = self.dispatcher.handle_line(line)
-                if reply is not None:  # most lines are notifications: nothing to answer
-                    await self._answer(reply)
-                    if self._stopping:
-                        return
+            for reply in self.dispatcher.replies(lines):
+                await self._answer(reply)
+                if self._stopping:
+                    return
             if not chunk:
                 return
             if not self._interrupted.is_set():

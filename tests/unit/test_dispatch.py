@@ -691,13 +691,17 @@ VARIANTS = [variant for vector in vectors() for variant in variants(vector)]
 
 async def outcome(wire: Wire, lines: list[bytes]) -> tuple[object, ...]:
     """Everything the daemon would write, store and count for these lines, one at a time."""
-    answers = [await resolve(wire.core.dispatcher.handle_line(line)) for line in lines]
+    return await settled(wire, [await resolve(wire.core.dispatcher.handle_line(line)) for line in lines])
+
+
+async def settled(wire: Wire, answers: list[bytes | None]) -> tuple[object, ...]:
+    """The lines written (of these answers), stored, quarantined and counted, once all is stored."""
     async with asyncio.timeout(WAIT_S):
         await wire.core.ingest.drain()
         page = await wire.store.events_after(0, 1_000_000)
     stats = wire.handlers.stats
     return (
-        answers,
+        [answer for answer in answers if answer is not None],
         page.events,
         await wire.quarantine(),
         (stats.received, stats.rejected, stats.errors),
@@ -709,16 +713,22 @@ async def test_lines_of_every_generation_are_answered_stored_and_rejected_alike_
 ) -> None:
     async with running(MemoryStore()) as fast, running(MemoryStore()) as general:
         shortcuts = []
-        shorter = fast.core.dispatcher._stored_form
+        shorter = fast.core.dispatcher.queue_notifications
 
-        def spied(line: bytes) -> bool:
-            shortcuts.append(shorter(line))
+        def spied(lines: list[bytes], start: int = 0) -> int:
+            shortcuts.append(shorter(lines, start))
             return shortcuts[-1]
 
-        monkeypatch.setattr(fast.core.dispatcher, "_stored_form", spied)
-        monkeypatch.setattr(general.core.dispatcher, "_stored_form", lambda line: False)
+        monkeypatch.setattr(fast.core.dispatcher, "queue_notifications", spied)
+        monkeypatch.setattr(general.core.dispatcher, "queue_notifications", lambda lines, start=0: 0)
         assert await outcome(fast, VARIANTS) == await outcome(general, VARIANTS)
-    assert shortcuts.count(True) >= 2 * len(vectors())  # each vector, and with an unknown key
+    assert shortcuts.count(1) >= 2 * len(vectors())  # each vector, and with an unknown key
+
+
+async def test_lines_read_together_are_answered_stored_and_rejected_as_one_at_a_time() -> None:
+    async with running(MemoryStore()) as together, running(MemoryStore()) as alone:
+        answers = [await resolve(reply) for reply in together.core.dispatcher.replies(VARIANTS)]
+        assert await settled(together, answers) == await outcome(alone, VARIANTS)
 
 
 async def test_a_line_in_stored_form_is_stored_as_the_very_line(sqlite_wire: Wire, db: Path) -> None:
