@@ -199,7 +199,7 @@ class Ingest:
         if self._split is not None and count > self._split:  # looking for a refused event
             count = self._split
         elif count > self._batch_events or self._queued_bytes > self._batch_bytes:
-            sizes = list(accumulate(len(event.payload) for event in events[: self._batch_events]))
+            sizes = list(accumulate(map(len, map(_payload, events[: self._batch_events]))))
             count = max(1, bisect_right(sizes, self._batch_bytes))
         if count == len(events):
             self._events, self._acks, self._rejected = [], [], []
@@ -209,7 +209,7 @@ class Ingest:
         self._acks = [(index - count, ack) for index, ack in acks if index >= count]
         self._rejected = []
         events = events[:count]
-        size = sum(len(event.payload) for event in events) + sum(len(r.line) for r in rejected)
+        size = sum(map(len, map(_payload, events))) + sum(len(r.line) for r in rejected)
         self._queued_bytes -= size
         return events, [(index, ack) for index, ack in acks if index < count], rejected, size
 

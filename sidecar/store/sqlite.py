@@ -17,8 +17,8 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from itertools import chain, repeat
-from operator import add, attrgetter
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, cast
 
@@ -113,8 +113,10 @@ CREATE INDEX idx_events_session_id ON events(session_id, timestamp_ns);
 """
 MIGRATIONS = (_RUST_SCHEMA, _ORDERING_SCHEMA, _SUMMARY_AND_SEARCH_SCHEMA, _SCHEMA_4)
 
-_INSERT_EVENTS = "INSERT INTO events (session_id, payload, timestamp_ns, method, created_at) VALUES "
-_EVENT_VALUES = "(?, CAST(? AS TEXT), ?, ?, ?)"  # payload bytes bind as BLOB; the column holds text
+_INSERT_EVENTS = "INSERT INTO events (created_at, session_id, payload, timestamp_ns, method) VALUES "
+# The batch's one created_at is bound once, as ?1, the first parameter; each row binds only
+# its event's fields, in Event's order. Payload bytes bind as BLOB; the column holds text.
+_EVENT_VALUES = "(?1, ?, CAST(? AS TEXT), ?, ?)"
 # A batch goes in multi-row INSERTs: groups of ROWS_PER_INSERT rows in one executemany,
 # then one INSERT of the rest. Each statement is one sqlite3_step, and so one release of
 # the GIL; row by row, the store's thread would wait for the GIL after every row while
@@ -830,9 +832,8 @@ def _flat_rows(events: Sequence[Event], created_ms: int, per_insert: int) -> lis
 
     Flattened by C iterators (no Python code per event): this runs on the event loop.
     """
-    created = repeat((created_ms,))
     return [
-        list(chain.from_iterable(map(add, map(astuple, events[start : start + per_insert]), created)))
+        [created_ms, *chain.from_iterable(map(astuple, events[start : start + per_insert]))]
         for start in range(0, len(events), per_insert)
     ]
 
