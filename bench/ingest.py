@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from common import count_rows, fresh_db, median, report, stream, verdict
+from common import compile_package, count_rows, fresh_db, median, report, stream, verdict
 
 RUST_SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -97,6 +97,9 @@ def main() -> None:
     )
     options = parser.parse_args()
     repeat = max(1, options.repeat)
+    compile_package()
+    if options.against:
+        compile_package(options.against)
     path = stream()
     rows = prepare_rows(path)
     data = path.read_bytes()

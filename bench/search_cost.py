@@ -27,7 +27,7 @@ TRICKLE_EVENTS = 2_000
 class BareStore(SqliteStore):
     """The same writes without summaries or search indexing."""
 
-    async def _summarise(self, condition: str, args: tuple[object, ...], events: Sequence[Event]) -> None:
+    async def _summarise(self, events: Sequence[Event]) -> None:
         pass
 
     async def _index_batch(self, events: Sequence[Event], last: int) -> None:

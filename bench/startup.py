@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import fresh_db, median, repeat_option, report, spawn_daemon, verdict
+from common import compile_package, fresh_db, median, repeat_option, report, spawn_daemon, verdict
 
 BARE = [sys.executable, "-c", "import asyncio, uvloop, msgspec, aiosqlite"]
 INFO = b'{"jsonrpc":"2.0","id":1,"method":"storage.info"}\n'
@@ -38,14 +38,6 @@ def daemon(db: Path) -> float:
     if proc.wait(timeout=30) != 0 or b'"result"' not in response:
         raise SystemExit(f"daemon exited {proc.returncode}; response {response[:200]!r}")
     return elapsed
-
-
-def compile_package() -> None:
-    """Byte-compile the package, as installing a wheel does: with an editable install and
-    PYTHONDONTWRITEBYTECODE set (as on these machines) every start would otherwise compile
-    the daemon's source, which no deployed copy does. The dependencies are compiled already."""
-    package = Path(__file__).resolve().parents[1] / "sidecar"
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
 
 
 def main() -> None:
