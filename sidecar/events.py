@@ -185,16 +185,105 @@ EVENT_METHODS = frozenset(EVENT_TYPES)
 PROTOCOL_VERSIONS = ("0.1", "0.2", "0.3A", "0.3B", "0.4")
 
 
+# The same shapes refusing keys they do not name. The typed decode above skips an unknown
+# key's value unread, so an accepted event is decoded whole a second time (a number beyond
+# a float64 there must not be stored); an event these decode has no key unread, and needs
+# no second pass. Almost every event is one: half the validation's cost. Any failure here
+# (an unknown key or a real fault) goes the lenient way, which also words the error.
+class _StrictFunctionCall(FunctionCall, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictToolCall(ToolCall, forbid_unknown_fields=True):
+    function: _StrictFunctionCall
+
+
+class _StrictPart(Part, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictUsage(Usage, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictToolResult(ToolResult, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictSessionInit(SessionInit, forbid_unknown_fields=True):
+    pass
+
+
+# (mypy sees a list of twins as another type than a list of the originals: it is the same
+# shape, and msgspec decodes the twin's.)
+class _StrictSessionStop(SessionStop, forbid_unknown_fields=True):
+    usage: _StrictUsage
+    result: str | list[_StrictPart] | None = None  # type: ignore[assignment]
+
+
+class _StrictSessionFork(SessionFork, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictUserPromptSubmit(UserPromptSubmit, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictStreamDelta(StreamDelta, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictToolCallEvent(ToolCallEvent, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictToolResultEvent(ToolResultEvent, forbid_unknown_fields=True):
+    result: _StrictToolResult
+
+
+class _StrictSkillLoad(SkillLoad, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictAssistantResponse(AssistantResponse, forbid_unknown_fields=True):
+    tool_calls: list[_StrictToolCall] | None = None  # type: ignore[assignment]
+    content: list[_StrictPart] | UnsetType = UNSET  # type: ignore[assignment]
+
+
+class _StrictAssistantTask(AssistantTask, forbid_unknown_fields=True):
+    pass
+
+
+STRICT_EVENT_TYPES: dict[str, type[Base]] = {
+    "session.init": _StrictSessionInit,
+    "session.stop": _StrictSessionStop,
+    "session.fork": _StrictSessionFork,
+    "user.prompt.submit": _StrictUserPromptSubmit,
+    "stream.delta": _StrictStreamDelta,
+    "tool.call": _StrictToolCallEvent,
+    "tool.any_call": _StrictToolCallEvent,
+    "tool.result": _StrictToolResultEvent,
+    "skill.load": _StrictSkillLoad,
+    "assistant.response": _StrictAssistantResponse,
+    "assistant.task": _StrictAssistantTask,
+}
+
+
 class _Decoders(dict[str, msgspec.json.Decoder[Base]]):
-    """Each method's decoder, built on its first event: all eleven at import cost every
+    """Each method's decoder, built on its first event: all of them at import cost every
     start of the daemon about a millisecond."""
 
+    def __init__(self, types: dict[str, type[Base]]) -> None:
+        super().__init__()
+        self._types = types
+
     def __missing__(self, method: str) -> msgspec.json.Decoder[Base]:
-        decoder = self[method] = msgspec.json.Decoder(EVENT_TYPES[method])
+        decoder = self[method] = msgspec.json.Decoder(self._types[method])
         return decoder
 
 
-_decoders = _Decoders()
+_decoders = _Decoders(EVENT_TYPES)
+_strict_decoders = _Decoders(STRICT_EVENT_TYPES)
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
 _MISSING = re.compile(r"(?:missing required|unknown) field `(.+)`")  # a field named by the message
 
@@ -225,6 +314,18 @@ def decode_event(method: str, params: bytes | msgspec.Raw) -> tuple[Base, int]:
 
     InvalidEvent names the field on failure.
     """
+    try:
+        event = _strict_decoders[method].decode(params)  # no key unread: nothing more to check
+    except (msgspec.DecodeError, RecursionError):
+        return _decode_leniently(method, params)
+    try:
+        return event, parse_ns(event.timestamp)
+    except TimestampError as exc:
+        raise InvalidEvent("timestamp", str(exc)) from None
+
+
+def _decode_leniently(method: str, params: bytes | msgspec.Raw) -> tuple[Base, int]:
+    """decode_event for params with keys no generation names (or at fault: the error)."""
     try:
         event = _decoders[method].decode(params)
         instant = parse_ns(event.timestamp)

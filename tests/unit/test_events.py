@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Iterator
 
+import msgspec.inspect
 import pytest
 from events import USAGE_CHARS, USAGE_TOKENS, vectors
 
-from sidecar.events import EVENT_METHODS, InvalidEvent, decode_event, stored_keys
+from sidecar.events import EVENT_METHODS, STRICT_EVENT_TYPES, InvalidEvent, decode_event, stored_keys
 
 TS = "2026-06-07T14:03:21.482913577Z"
 TURN = {"session_id": "s", "turn_id": "t", "timestamp": TS}
@@ -91,6 +94,57 @@ def test_every_generation_shape_is_accepted(method: str, params: dict[str, objec
 
 def test_unknown_keys_are_accepted() -> None:
     decode_event("user.prompt.submit", json.dumps({**TURN, "prompt": "p", "novel": {"x": 1}}).encode())
+
+
+def objects_in(value: object) -> Iterator[dict[str, object]]:
+    """Every JSON object in a decoded value, itself first."""
+    if isinstance(value, dict):
+        yield value
+        for inner in value.values():
+            yield from objects_in(inner)
+    elif isinstance(value, list):
+        for item in value:
+            yield from objects_in(item)
+
+
+def with_unknown_key(params: dict[str, object], number: str) -> Iterator[bytes]:
+    """The params once for each object in them, that object holding an unknown key with
+    this number (written as given: json cannot write a number beyond a float64)."""
+    for index in range(len(list(objects_in(params)))):
+        variant = copy.deepcopy(params)
+        list(objects_in(variant))[index]["novel"] = "NUMBER"
+        yield json.dumps(variant).replace('"NUMBER"', number).encode()
+
+
+@pytest.mark.parametrize(("method", "params"), VALID)
+def test_a_number_no_reader_could_decode_is_refused_under_an_unknown_key_at_any_depth(
+    method: str, params: dict[str, object]
+) -> None:
+    for variant in with_unknown_key(params, "1e999999"):
+        with pytest.raises(InvalidEvent):  # under `input` (any JSON) the typed decode refuses it
+            decode_event(method, variant)
+    for variant in with_unknown_key(params, "1e308"):  # a float64 holds it
+        assert decode_event(method, variant)[1] == 1780841001482913577
+
+
+def struct_types(info: msgspec.inspect.Type) -> Iterator[msgspec.inspect.StructType]:
+    """The Struct shapes a decode of `info` reaches."""
+    if isinstance(info, msgspec.inspect.StructType):
+        yield info
+        for field in info.fields:
+            yield from struct_types(field.type)
+    elif isinstance(info, msgspec.inspect.UnionType):
+        for member in info.types:
+            yield from struct_types(member)
+    elif isinstance(info, msgspec.inspect.ListType):
+        yield from struct_types(info.item_type)
+
+
+def test_every_shape_the_strict_decoders_reach_refuses_unknown_keys() -> None:
+    """Else an unknown key there would be skipped unread and never checked."""
+    for info in msgspec.inspect.multi_type_info(list(STRICT_EVENT_TYPES.values())):
+        for shape in struct_types(info):
+            assert shape.forbid_unknown_fields, shape.cls
 
 
 @pytest.mark.parametrize("line", vectors(), ids=lambda line: json.loads(line)["method"])
