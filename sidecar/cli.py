@@ -406,8 +406,11 @@ def configure_logging(level: str) -> None:
 
 # glibc gives each thread that allocates an arena of its own, and what is freed in one
 # stays there: the store's thread and the stdio threads each kept megabytes the others
-# could not reuse. One arena for all: peak RSS through 5 M events 101 -> 89 MB at the
-# same ingest rate (bench/README.md).
+# could not reuse (peak RSS through 5 M events 101 MB; one arena for all: 89 MB). But with
+# one arena, the event loop's allocations and the store's thread's (SQLite's, while it
+# inserts) wait for each other on its lock: two arenas cost 2.5 MB of peak and bring 9 %
+# more events/s and 7 % less CPU per event (bench/README.md).
+ARENAS = 2
 M_ARENA_MAX = -8  # mallopt's parameter numbers, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 # glibc raises its mmap threshold to the size of each mmapped block freed (up to 32 MiB),
@@ -417,7 +420,7 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 64 * 1024
 
 
-def tune_malloc(arenas: int = 1, mmap_threshold: int = MMAP_THRESHOLD_BYTES) -> None:
+def tune_malloc(arenas: int = ARENAS, mmap_threshold: int = MMAP_THRESHOLD_BYTES) -> None:
     """At most `arenas` glibc malloc arenas and a fixed mmap threshold, each unless its
     MALLOC_*_ variable already chose. Before the threads start: a thread keeps the arena
     its first allocation got."""
