@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from itertools import islice
 from typing import Any, Protocol
 
 import msgspec
@@ -160,7 +159,8 @@ class Dispatcher:
         queued: list[Event] = []
         append = queued.append
         head, head_size, params_key = _STORED_HEAD, len(_STORED_HEAD), _PARAMS_KEY
-        for line in islice(lines, start, None):
+        for index in range(start, len(lines)):  # by index: a run starts where the last ended
+            line = lines[index]
             if not (isinstance(line, bytes) and line.startswith(head) and line.endswith(b"}}")):
                 break
             if not line.isascii() and not _is_utf8(line):

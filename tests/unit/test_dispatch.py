@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pytest
 from backends import payloads
@@ -729,6 +729,38 @@ async def test_lines_read_together_are_answered_stored_and_rejected_as_one_at_a_
     async with running(MemoryStore()) as together, running(MemoryStore()) as alone:
         answers = [await resolve(reply) for reply in together.core.dispatcher.replies(VARIANTS)]
         assert await settled(together, answers) == await outcome(alone, VARIANTS)
+
+
+class CountedLines(Sequence[bytes]):
+    """Lines that count how often one is read."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self._lines = lines
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        self.reads += 1
+        return self._lines[index]
+
+
+async def test_each_line_read_together_is_looked_at_a_bounded_number_of_times() -> None:
+    """However runs and other lines alternate: a chunk of tiny lines must not cost its
+    square."""
+    notification = vectors()[0]
+    lines = CountedLines([notification, b"not json"] * 2_000)
+    async with running(MemoryStore()) as wire:
+        answers = list(wire.core.dispatcher.replies(lines))
+    assert len(answers) == 2_000  # each line that is not a message is answered
+    assert lines.reads <= 3 * len(lines)
 
 
 async def test_a_line_in_stored_form_is_stored_as_the_very_line(sqlite_wire: Wire, db: Path) -> None:
