@@ -18,6 +18,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+import msgspec
 from backends import Backend, JsonlBackend, PostgresBackend, SqliteBackend
 from daemon import Daemon
 from pg_server import fetch
@@ -51,9 +52,13 @@ def request_line(method: str, request_id: str, params: Any = None) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
+# The crash test reads the whole store after each of its twenty kills: msgspec, not json.
+_decode = msgspec.json.Decoder().decode
+
+
 def complete_notification(payload: bytes) -> dict[str, Any]:
     """A stored payload parsed; fails unless it is a whole event notification."""
-    event = json.loads(payload)
+    event = _decode(payload)
     assert isinstance(event, dict) and list(event) == ["jsonrpc", "method", "params"], payload[:200]
     assert event["jsonrpc"] == "2.0" and isinstance(event["method"], str), payload[:200]
     assert isinstance(event["params"], dict) and event["params"].get("session_id"), payload[:200]
@@ -226,15 +231,15 @@ class JsonlReader:
         events = []
         for path, lines in self._files():
             plain = None if path.name.startswith("~") else path.name.removesuffix(".jsonl")
-            events += [StoredEvent(plain or json.loads(line)["params"]["session_id"], line) for line in lines]
+            events += [StoredEvent(plain or _decode(line)["params"]["session_id"], line) for line in lines]
         return events
 
 
 def _torn(line: bytes) -> bool:
     """The start of a notification cut short, and nothing else (anything else fails)."""
     try:
-        json.loads(line)
-    except ValueError:
+        _decode(line)
+    except msgspec.DecodeError:
         assert line.startswith(b'{"jsonrpc":"2.0","method":'), line[:200]
         return True
     return False
