@@ -102,14 +102,21 @@ def search_text(method: str | None, payload: bytes) -> str | None:
 
 
 async def search(db: aiosqlite.Connection, query: SearchQuery) -> list[SearchHit]:
-    """Hits newest first (highest seq first): the unindexed tail, then the index."""
-    progress = await db.execute_fetchall("SELECT indexed_upto FROM search_progress")
-    indexed_upto = int(next(iter(progress))[0])
+    """Hits newest first (highest seq first): the unindexed tail, then the index. Run whole
+    on the store's thread, in one trip through aiosqlite's queue of calls for it (private,
+    as for reads): matching the tail is Python over up to TAIL_SCAN_EVENTS events, a few
+    milliseconds the event loop goes on meanwhile."""
+    hits = await db._execute(_search, db._conn, query)  # type: ignore[no-untyped-call]
+    return cast("list[SearchHit]", hits)
+
+
+def _search(conn: sqlite3.Connection, query: SearchQuery) -> list[SearchHit]:
+    indexed_upto = int(conn.execute("SELECT indexed_upto FROM search_progress").fetchone()[0])
     session = () if query.session_id is None else (query.session_id,)
     tail_sql = _TAIL.format(session="AND session_id = ?" if session else "")
     hits: list[SearchHit] = []
     seen: set[int] = set()
-    for row in _rows(await db.execute_fetchall(tail_sql, (indexed_upto, *session))):
+    for row in _rows(conn.execute(tail_sql, (indexed_upto, *session))):
         hit = _tail_hit(row, query.terms)
         if hit is not None:
             hits.append(hit)
@@ -118,9 +125,9 @@ async def search(db: aiosqlite.Connection, query: SearchQuery) -> list[SearchHit
                 return hits
     match = " ".join('"' + term.replace('"', '""') + '"' for term in query.terms)
     if session:
-        indexed = await db.execute_fetchall(_IN_SESSION, (*session, indexed_upto, match, query.limit))
+        indexed = conn.execute(_IN_SESSION, (*session, indexed_upto, match, query.limit))
     else:
-        indexed = await db.execute_fetchall(_INDEXED, (match, indexed_upto, query.limit))
+        indexed = conn.execute(_INDEXED, (match, indexed_upto, query.limit))
     for row in _rows(indexed):
         if row[0] not in seen:
             hit = _indexed_hit(row, query.terms)

@@ -10,12 +10,14 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rust_crate
 from events import event, events, prompt
 
-from sidecar.store.base import SearchQuery
+from sidecar.store import sqlite_search
+from sidecar.store.base import SearchHit, SearchQuery
 from sidecar.store.sqlite import INDEX_INLINE_EVENTS, SqliteStore
 from sidecar.store.sqlite_search import TAIL_SCAN_EVENTS
 
@@ -71,6 +73,28 @@ async def test_while_the_index_catches_up_a_search_sees_it_and_the_newest_uninde
     after = await store.search(SearchQuery(terms=("heron",)))
     assert [h.snippet for h in after] == ["[heron] new", "[heron] in between", "[heron] indexed"]
     assert [h.method for h in after] == ["user.prompt.submit"] * 3
+
+
+async def test_the_unindexed_tail_is_matched_off_the_event_loop(
+    store: SqliteStore, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Matching the tail is Python over up to TAIL_SCAN_EVENTS events: not the loop's."""
+    crate = rust_crate.open_like_the_crate(db)  # events the index has not reached
+    try:
+        rust_crate.insert(crate, prompt("s", T1, text="heron unindexed"))
+    finally:
+        crate.close()
+    matched_on: list[threading.Thread] = []
+    tail_hit = sqlite_search._tail_hit
+
+    def spied(*args: Any) -> SearchHit | None:
+        matched_on.append(threading.current_thread())
+        return tail_hit(*args)
+
+    monkeypatch.setattr(sqlite_search, "_tail_hit", spied)
+    [hit] = await store.search(SearchQuery(terms=("heron",)))
+    assert hit.snippet == "[heron] unindexed"
+    assert matched_on and threading.main_thread() not in matched_on
 
 
 async def test_hits_are_latest_stored_first_whatever_their_instants(store: SqliteStore) -> None:
