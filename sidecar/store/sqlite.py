@@ -130,7 +130,7 @@ PAGE_CACHE_KIB = 8 * 1024
 # at the same ingest rate (bench/README.md, rss.py).
 CACHED_STATEMENTS = 4
 _INSERT_REJECTED = "INSERT INTO quarantine (received_at, line, reason) VALUES (?, ?, ?)"
-_UNKEYED = "SELECT id, payload FROM events WHERE session_id = ? AND timestamp_ns IS NULL"
+_UNKEYED = "SELECT id, session_id, payload FROM events WHERE session_id = ? AND timestamp_ns IS NULL"
 # Before a session read: are rows of it unkeyed, is a key of it clamped (MIN_NS, MAX_NS)?
 # Events joined per piece of a session read: ~50 KB of typical events, under malloc's
 # 64 KiB mmap threshold (cli.tune_malloc).
@@ -139,7 +139,7 @@ _PROBE_SESSION = (
     "SELECT EXISTS (SELECT 1 FROM events WHERE session_id = ?1 AND timestamp_ns IS NULL), "
     "EXISTS (SELECT 1 FROM events WHERE session_id = ?1 AND timestamp_ns IN (?2, ?3) AND method IS NOT NULL)"
 )
-_ALL_UNKEYED = "SELECT id, payload FROM events WHERE timestamp_ns IS NULL"
+_ALL_UNKEYED = "SELECT id, session_id, payload FROM events WHERE timestamp_ns IS NULL"
 _LIST_SESSIONS = (
     "SELECT session_id, event_count, first_ns, last_ns, details FROM sessions {where} "
     "ORDER BY last_ns DESC, session_id DESC LIMIT ?"
@@ -631,21 +631,23 @@ class SqliteStore(Store):
 
     async def _fill_keys(self, select_sql: str, args: tuple[object, ...] = ()) -> list[tuple[int, Event]]:
         """Derive method and instant from the payload of rows that lack them; the events
-        keyed, for their sessions' summaries.
+        keyed, for their sessions' summaries: each under its row's session (the column
+        reads go by), whatever session its payload names.
 
         A payload that is not a readable notification gets no method, so reads skip it
         (the Rust crate would fail the whole read); it is logged once here.
         """
         updates: list[tuple[int, str | None, int]] = []
         keyed: list[tuple[int, Event]] = []
-        for row_id, payload in await self._fetch(select_sql, args):
+        for row_id, session_id, payload in await self._fetch(select_sql, args):
             keys = stored_keys(payload)
             if keys is None:
                 log.warning("events row %d holds no readable notification; it is not served", row_id)
                 updates.append((MIN_NS, None, row_id))
             else:
                 updates.append((keys.timestamp_ns, keys.method, row_id))
-                keyed.append((row_id, Event(keys.session_id, payload, keys.timestamp_ns, keys.method)))
+                event = Event(session_id.decode(), payload, keys.timestamp_ns, keys.method)
+                keyed.append((row_id, event))
         if updates:
             await self.db.executemany(_SET_KEYS, updates)
         return keyed
@@ -820,7 +822,8 @@ def _session_counts(events: Sequence[Event]) -> list[tuple[str, int, int, int]]:
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
-    # Plain `?` only: numbered `?NNN` parameters make SQLite's prepare quadratic.
+    # Plain `?` but for the shared ?1: numbering every parameter (`?NNN`) made SQLite's
+    # prepare quadratic; one number repeated is looked up once.
     return _INSERT_EVENTS + ", ".join([_EVENT_VALUES] * rows)
 
 

@@ -217,6 +217,19 @@ async def test_rows_the_rust_crate_inserts_later_are_summarised_and_searchable(
     ]
 
 
+async def test_a_row_another_program_filed_under_another_session_is_listed_where_it_is_read(
+    store: SqliteStore, db: Path
+) -> None:
+    """Reads go by the row's session column: so do the summaries, whatever session the
+    payload names."""
+    with closing(sqlite3.connect(db)) as crate:
+        crate.execute(rust_crate.INSERT, ("filed", json.dumps(prompt("named", T1, text="hello")), 0))
+        crate.commit()
+    assert methods(await store.read_session("filed", SessionQuery())) == ["user.prompt.submit"]
+    [summary] = await store.list_sessions(ListQuery())
+    assert (summary.session_id, summary.event_count, summary.title) == ("filed", 1, "hello")
+
+
 async def test_a_row_that_is_not_a_notification_is_skipped_with_a_warning(
     db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
