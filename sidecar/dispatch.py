@@ -108,12 +108,14 @@ class Dispatcher:
             index += self.queue_notifications(lines, index)
             if index == len(lines):
                 return
-            reply = self.handle_line(lines[index])
+            reply = self.handle_line(lines[index], after_run=True)
             index += 1
             if reply is not None:
                 yield reply
 
-    def handle_line(self, line: bytes | Oversize) -> Reply:
+    def handle_line(self, line: bytes | Oversize, *, after_run: bool = False) -> Reply:
+        """The reply to one line, if it has one. `after_run`: the line ended a run of
+        `queue_notifications`, which has tried it in stored form already."""
         if not isinstance(line, bytes):
             self.stats.received += 1
             error = MessageTooLarge(f"line of {line.size} bytes is over the limit", size=line.size)
@@ -121,9 +123,10 @@ class Dispatcher:
             return self._error(None, error)
         if line[-1:] == b"\r":
             line = line[:-1]
+            after_run = False  # it was tried with its \r
         if not line or line.isspace():
             return None
-        if self.queue_notifications([line]):
+        if not after_run and self.queue_notifications([line]):
             return None
         if not line.isascii():
             try:
@@ -159,26 +162,28 @@ class Dispatcher:
         queued: list[Event] = []
         append = queued.append
         head, head_size, params_key = _STORED_HEAD, len(_STORED_HEAD), _PARAMS_KEY
-        for index in range(start, len(lines)):  # by index: a run starts where the last ended
-            line = lines[index]
-            if not (isinstance(line, bytes) and line.startswith(head) and line.endswith(b"}}")):
-                break
-            if not line.isascii() and not _is_utf8(line):
-                break
-            end = line.find(params_key, head_size)
-            method = _METHOD_NAMES.get(line[head_size:end]) if end > 0 else None
-            if method is None:
-                break
-            # The rest is the params up to the closing brace: if they decode as one JSON
-            # object with nothing after it, the envelope decode would give exactly these bytes.
-            try:
-                event, instant = decode_event(method, line[end + _PARAMS_AT : -1])
-            except InvalidEvent:
-                break
-            append(Event(event.session_id, line, instant, method))
-        if queued:
-            self.stats.received += len(queued)
-            self.ingest.add_all(queued)
+        try:
+            for index in range(start, len(lines)):  # by index: a run starts where the last ended
+                line = lines[index]
+                if not (isinstance(line, bytes) and line.startswith(head) and line.endswith(b"}}")):
+                    break
+                if not line.isascii() and not _is_utf8(line):
+                    break
+                end = line.find(params_key, head_size)
+                method = _METHOD_NAMES.get(line[head_size:end]) if end > 0 else None
+                if method is None:
+                    break
+                # The rest is the params up to the closing brace: if they decode as one JSON
+                # object with nothing after it, the envelope decode would give exactly these bytes.
+                try:
+                    event, instant = decode_event(method, line[end + _PARAMS_AT : -1])
+                except InvalidEvent:
+                    break
+                append(Event(event.session_id, line, instant, method))
+        finally:  # even if the run ends in an exception (MemoryError): what was validated is kept
+            if queued:
+                self.stats.received += len(queued)
+                self.ingest.add_all(queued)
         return len(queued)
 
     async def _batch(self, line: bytes) -> bytes | None:

@@ -36,6 +36,7 @@ from events import (
 from wire import WAIT_S, Wire, encode, resolve, running
 
 from sidecar.config import Settings
+from sidecar.events import decode_event
 from sidecar.framing import Oversize
 from sidecar.store.base import Event, Rejected, SessionQuery, StoreFailure
 from sidecar.store.memory import MemoryStore
@@ -729,6 +730,56 @@ async def test_lines_read_together_are_answered_stored_and_rejected_as_one_at_a_
     async with running(MemoryStore()) as together, running(MemoryStore()) as alone:
         answers = [await resolve(reply) for reply in together.core.dispatcher.replies(VARIANTS)]
         assert await settled(together, answers) == await outcome(alone, VARIANTS)
+
+
+async def test_a_chunk_of_runs_and_every_other_kind_of_line_is_handled_as_line_by_line() -> None:
+    first, second, third, fourth, fifth, *_ = vectors()
+    session_id = json.loads(first)["params"]["session_id"]
+    get = line(rpc("storage.get_session", {"session_id": session_id}, 1))
+    chunk: list[bytes | Oversize] = [
+        first,
+        second + b"\r",
+        get,
+        third,
+        b"\xff" + fourth,
+        Oversize(5_000, b"x" * 100),
+        fourth,
+        b"[" + fifth + b"," + get + b"]",
+        b"  ",
+        b"",
+        fifth[:-2] + b',"x":1e400}}',
+        line(rpc("storage.unknown", None, 2)),
+        fifth,
+    ]
+    async with running(MemoryStore()) as together, running(MemoryStore()) as alone:
+        answers = [await resolve(reply) for reply in together.core.dispatcher.replies(chunk)]
+        one_at_a_time = [await resolve(alone.core.dispatcher.handle_line(each)) for each in chunk]
+        assert await settled(together, answers) == await settled(alone, one_at_a_time)
+    assert len([answer for answer in answers if answer is not None]) == 5  # requests, and lines no message
+
+
+async def test_events_validated_before_a_run_fails_unexpectedly_are_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing already received is lost, even to an exception no one expected."""
+    calls = 0
+
+    def failing_third(method: str, params: bytes) -> tuple[object, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise MemoryError
+        return decode_event(method, params)
+
+    monkeypatch.setattr("sidecar.dispatch.decode_event", failing_third)
+    async with running(MemoryStore()) as wire:
+        with pytest.raises(MemoryError):
+            wire.core.dispatcher.queue_notifications(vectors()[:5])
+        async with asyncio.timeout(WAIT_S):
+            await wire.core.ingest.drain()
+        page = await wire.store.events_after(0, 100)
+        assert [event.payload for _, event in page.events] == vectors()[:2]
+        assert wire.handlers.stats.received == 2
 
 
 class CountedLines(Sequence[bytes]):
