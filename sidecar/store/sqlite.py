@@ -80,9 +80,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE INDEX IF NOT EXISTS idx_events_unkeyed ON events(session_id) WHERE timestamp_ns IS NULL;
 """
 # Per-session summaries, kept in the same transaction as the events: counts and first and
-# last instants summed by SQL over the rows just inserted (no Python per event), the rest
-# (model, status, usage, title: summary.Tally as JSON) folded in Python from the few
-# events that carry it. And a full-text index keyed by event id. Under a flood the index is left behind
+# last instants summed over each batch (one upsert per session), the rest (model, status,
+# usage, title: summary.Tally as JSON) folded in Python from the few events that carry it. And a full-text index keyed by event id. Under a flood the index is left behind
 # (`search_progress`) and caught up in the background (sqlite_search), so it costs the
 # ingest rate little.
 _SUMMARY_AND_SEARCH_SCHEMA = """
@@ -803,21 +802,15 @@ def _exact_chunks(
     return chunks
 
 
-def _session_counts(events: Sequence[Event]) -> list[tuple[str, int, int, int]]:
+def _session_counts(events: Sequence[Event]) -> list[tuple[str, int, int | None, int | None]]:
     """(session id, events, first instant, last instant) of each session in `events`."""
-    counts: dict[str, list[int]] = {}
+    tallies: dict[str, Tally] = {}
     for event in events:
-        ns = event.timestamp_ns
-        count = counts.get(event.session_id)
-        if count is None:
-            counts[event.session_id] = [1, ns, ns]
-            continue
-        count[0] += 1
-        if ns < count[1]:
-            count[1] = ns
-        elif ns > count[2]:
-            count[2] = ns
-    return [(session_id, count[0], count[1], count[2]) for session_id, count in counts.items()]
+        tally = tallies.get(event.session_id)
+        if tally is None:
+            tally = tallies[event.session_id] = Tally(session_id=event.session_id)
+        tally.count(event)
+    return [(t.session_id, t.event_count, t.first_ns, t.last_ns) for t in tallies.values()]
 
 
 @functools.cache

@@ -57,18 +57,22 @@ class Tally(msgspec.Struct, kw_only=True):
     title_ns: int | None = None
 
     def add(self, event: Event) -> None:
+        self.count(event)
+        if event.method in DETAIL_METHODS:
+            self.add_details(event)
+
+    def count(self, event: Event) -> None:
+        """Count the event and widen the session's first and last instants."""
         ns = event.timestamp_ns
         self.event_count += 1
         if self.first_ns is None or ns < self.first_ns:
             self.first_ns = ns
         if self.last_ns is None or ns >= self.last_ns:
             self.last_ns = ns
-        if event.method in DETAIL_METHODS:
-            self.add_details(event)
 
     def add_details(self, event: Event) -> None:
-        """Fold what an init, stop, fork or prompt says; counting is `add`'s (sqlite counts
-        in SQL and calls only this, for the few events that need Python)."""
+        """Fold what an init, stop, fork or prompt says (sqlite counts a batch apart and
+        calls this only for the events that carry details, skipping later prompts)."""
         ns, method = event.timestamp_ns, event.method
         if method == "user.prompt.submit":
             if self.title_ns is None or ns < self.title_ns:
