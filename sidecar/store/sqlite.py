@@ -81,7 +81,8 @@ CREATE INDEX IF NOT EXISTS idx_events_unkeyed ON events(session_id) WHERE timest
 """
 # Per-session summaries, kept in the same transaction as the events: counts and first and
 # last instants summed over each batch (one upsert per session), the rest (model, status,
-# usage, title: summary.Tally as JSON) folded in Python from the few events that carry it. And a full-text index keyed by event id. Under a flood the index is left behind
+# usage, title: summary.Tally as JSON) folded in Python from the few events that carry it.
+# And a full-text index keyed by event id. Under a flood the index is left behind
 # (`search_progress`) and caught up in the background (sqlite_search), so it costs the
 # ingest rate little.
 _SUMMARY_AND_SEARCH_SCHEMA = """
